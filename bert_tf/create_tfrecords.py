@@ -1,0 +1,222 @@
+r"""Turns a table of texts and labels into BERT-ready tf.Example TFRecords.
+
+  python -m bert_tf.create_tfrecords \
+    --train_file=train.csv --dev_file=dev.csv --test_file=test.csv \
+    --text_column=text --label_column=label --output_dir=data/my_task
+
+Writes train.tf_record, eval.tf_record and predict.tf_record (sharded when large) and metadata.json, which
+run_classifier reads for the sequence length, labels and task type. Everything is read and checked before
+anything is written; files appear in --output_dir only once complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import app, logging
+
+from bert_tf import flags as bert_flags
+from bert_tf import tables, tfrecords
+from bert_tf.errors import InputError, exits_cleanly_on_bad_input
+from bert_tf.labels import LabelSpace, encode_labels, infer_label_space
+from bert_tf.progress import Progress
+from bert_tf.tokenization import (
+    BertTextTokenizer,
+    count_truncated,
+    load_vocab,
+    num_special_tokens,
+    pack_inputs,
+    vocab_digest,
+)
+
+FLAGS = bert_flags.FLAGS
+BATCH_SIZE = 1024
+
+
+def read_splits() -> dict[str, tables.TextTable]:
+    """The train/dev/test tables named by the flags (dev and test optional)."""
+    if FLAGS.task_name:
+        task = FLAGS.task_name.lower()
+        if task == "bbc_news":
+            return tables.read_bbc_news()
+        if task not in tables.GLUE_TASKS:
+            raise InputError(f"unknown task '{FLAGS.task_name}'", flag="task_name", hint=f"use bbc_news or one of {', '.join(tables.GLUE_TASKS)}")
+        if not FLAGS.data_dir:
+            raise InputError(f"GLUE task {task} needs the directory of its files", flag="data_dir")
+        splits = {split: tables.read_glue_split(task, FLAGS.data_dir, split) for split in ("train", "dev", "test")}
+        return {split: table for split, table in splits.items() if table is not None}
+    if not FLAGS.train_file:
+        raise InputError("name the train table (or a --task_name)", flag="train_file")
+    if not FLAGS.text_column or not FLAGS.label_column:
+        raise InputError("name the text and label columns", flag="text_column" if not FLAGS.text_column else "label_column")
+    splits = {}
+    for split, path in (("train", FLAGS.train_file), ("dev", FLAGS.dev_file), ("test", FLAGS.test_file)):
+        if path:
+            splits[split] = tables.read_text_table(
+                path, FLAGS.text_column, FLAGS.label_column, FLAGS.text_b_column, labels_required=split != "test"
+            )
+    return splits
+
+
+def vocab_and_casing() -> tuple[str, bool, int, str]:
+    """(vocab file, lower-case?, max positions, encoder handle) from --vocab_file or the encoder's own assets."""
+    if FLAGS.vocab_file:
+        lower = True if FLAGS.do_lower_case is None else FLAGS.do_lower_case
+        return FLAGS.vocab_file, lower, 512, FLAGS.encoder if FLAGS["encoder"].present else ""
+    from bert_tf.encoders.loading import encoder_info
+
+    info = encoder_info(FLAGS.encoder)
+    lower = info.do_lower_case if FLAGS.do_lower_case is None else FLAGS.do_lower_case
+    return info.vocab_file, lower, info.max_position_embeddings, FLAGS.encoder
+
+
+def check_max_seq_length(max_seq_length: int, max_positions: int, num_segments: int) -> None:
+    least = num_special_tokens(num_segments) + num_segments
+    if not least <= max_seq_length <= max_positions:
+        raise InputError(
+            f"{max_seq_length} is out of range", flag="max_seq_length",
+            hint=f"use {least}..{max_positions} ({max_positions} is the encoder's number of positions)",
+        )
+
+
+def make_encoder_fn(tokenizer: BertTextTokenizer, max_seq_length: int, paired: bool, keep_text: bool):
+    """Builds the tf.function that turns a batch of (texts, labels, ids) into serialized tf.Examples.
+
+    With keep_text the records also hold the raw text (and text_b), so predictions can show it.
+    """
+
+    @tf.function
+    def encode(texts, texts_b, label_ids, example_ids):
+        segments = [tokenizer.tokenize(texts)]
+        if paired:
+            segments.append(tokenizer.tokenize(texts_b))
+        packed = pack_inputs(segments, max_seq_length, tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id)
+        batch = tf.shape(texts)[0]
+        features = {
+            "input_ids": packed["input_word_ids"],
+            "input_mask": packed["input_mask"],
+            "segment_ids": packed["input_type_ids"],
+            "label_ids": label_ids,
+            "is_real_example": tf.ones([batch], tf.int64),
+            "example_id": example_ids,
+            "weight": tf.ones([batch], tf.float32),
+        }
+        if keep_text:
+            features["text"] = texts
+            if paired:
+                features["text_b"] = texts_b
+        serialized = tfrecords.serialize_examples(features)
+        return serialized, tf.reduce_sum(tf.cast(count_truncated(segments, max_seq_length), tf.int32))
+
+    return encode
+
+
+def write_split(
+    table: tables.TextTable,
+    label_ids: np.ndarray,
+    encode,
+    paths: list[str],
+    per_file: int,
+    progress: Progress,
+) -> int:
+    """Tokenizes, packs and writes one split; returns how many examples were truncated."""
+    texts_b = table.texts_b if table.texts_b is not None else [""] * len(table)
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (table.texts, texts_b, label_ids, np.asarray(table.example_ids, np.int64))
+    ).batch(BATCH_SIZE)
+    dataset = dataset.map(encode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
+    truncated = 0
+
+    def batches():
+        nonlocal truncated
+        for serialized, num_truncated in dataset:
+            truncated += int(num_truncated)
+            progress.update(len(serialized))
+            yield serialized.numpy()
+
+    tfrecords.write_records(paths, batches(), per_file)
+    return truncated
+
+
+def create_tfrecords(splits: dict[str, tables.TextTable], task_type: str, output_dir: str, max_seq_length: int,
+                     max_examples_per_file: int) -> dict:
+    """Checks every split, then writes records and metadata.json to output_dir; returns the metadata."""
+    if "train" not in splits:
+        raise InputError("a train split is required", flag="train_file")
+    label_space: LabelSpace = infer_label_space(splits["train"], task_type)
+    label_ids = {split: encode_labels(table, label_space) for split, table in splits.items()}
+    paired = splits["train"].texts_b is not None
+    for split, table in splits.items():
+        if (table.texts_b is not None) != paired:
+            raise InputError("has a second text column where train has none, or the other way round", file=table.source)
+
+    vocab_file, lower_case, max_positions, encoder = vocab_and_casing()
+    check_max_seq_length(max_seq_length, max_positions, 2 if paired else 1)
+    vocab = load_vocab(vocab_file)
+    tokenizer = BertTextTokenizer(vocab, lower_case)
+    encoders = {keep_text: make_encoder_fn(tokenizer, max_seq_length, paired, keep_text) for keep_text in (False, True)}
+
+    try:
+        staging = tfrecords.staging_dir(output_dir)
+    except OSError as error:
+        raise InputError(f"cannot write here ({error.strerror})", file=output_dir, flag="output_dir") from None
+    try:
+        truncated, files = {}, {}
+        started = time.time()
+        for split, table in splits.items():
+            paths = tfrecords.shard_paths(staging, split, len(table), max_examples_per_file)
+            with Progress(len(table), f"{split} examples") as progress:
+                truncated[split] = write_split(table, label_ids[split], encoders[split == "test"], paths, max_examples_per_file, progress)
+            files[split] = [os.path.basename(p) for p in paths]
+        logging.info("Wrote %d examples in %.1fs", sum(map(len, splits.values())), time.time() - started)
+        metadata = {
+            "task_type": label_space.task_type,
+            "num_labels": label_space.num_labels,
+            "label_names": list(label_space.names),
+            "max_seq_length": max_seq_length,
+            "train_data_size": len(splits["train"]),
+            "eval_data_size": len(splits["dev"]) if "dev" in splits else 0,
+            "test_data_size": len(splits["test"]) if "test" in splits else 0,
+            "test_has_labels": "test" in splits and splits["test"].labels is not None,
+            "paired": paired,
+            "text_column": FLAGS.text_column,
+            "text_b_column": FLAGS.text_b_column,
+            "label_columns": splits["train"].label_columns,
+            "sources": {split: table.source for split, table in splits.items()},
+            "files": files,
+            "truncated_examples": truncated,
+            "encoder": encoder,
+            "vocab_size": len(vocab),
+            "vocab_sha256": vocab_digest(vocab),
+            "do_lower_case": lower_case,
+        }
+        tfrecords.write_metadata(staging, metadata)
+        tfrecords.publish(staging, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return metadata
+
+
+@exits_cleanly_on_bad_input
+def main(argv):
+    if len(argv) > 1:
+        raise InputError(f"unexpected argument '{argv[1]}'", hint="flags take the form --name=value")
+    if not FLAGS.output_dir:
+        raise InputError("say where to write the records", flag="output_dir")
+    splits = read_splits()
+    metadata = create_tfrecords(splits, FLAGS.task_type, FLAGS.output_dir, FLAGS.max_seq_length, FLAGS.max_examples_per_file)
+    for split, count in metadata["truncated_examples"].items():
+        if count:
+            logging.info("%s: %d of %d examples were longer than %d tokens and truncated", split, count,
+                         len(splits[split]), metadata["max_seq_length"])
+    print(f"Wrote {', '.join(f'{len(t)} {s}' for s, t in splits.items())} examples "
+          f"({metadata['task_type']}, {metadata['num_labels']} labels) to {FLAGS.output_dir}")
+
+
+if __name__ == "__main__":
+    bert_flags.define_tfrecord_flags()
+    app.run(main)

