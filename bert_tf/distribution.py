@@ -56,6 +56,14 @@ def make_strategy(
     if name not in STRATEGIES:
         raise InputError(f"unknown strategy '{name}'", flag="distribution_strategy", hint=f"use one of {', '.join(STRATEGIES)}")
     tf_config = read_tf_config()
+    if name == "auto" and not tpu_name and tf_config and len(tf_config["cluster"].get("worker", [])) > 1:
+        name = "multi_worker_mirrored"
+    if name == "multi_worker_mirrored":
+        if not tf_config:
+            raise InputError("multi-worker training needs TF_CONFIG", flag="distribution_strategy",
+                             hint="set TF_CONFIG on every worker (see README, 'Many machines')")
+        # Created before anything lists devices: collectives must be configured before TF initializes.
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if num_gpus is not None:
         if num_gpus > len(gpus):
@@ -64,19 +72,12 @@ def make_strategy(
     if name == "auto":
         if tpu_name:
             name = "tpu"
-        elif tf_config and len(tf_config["cluster"].get("worker", [])) > 1:
-            name = "multi_worker_mirrored"
         elif len(gpus) > 1 or len(tf.config.list_logical_devices("CPU")) > 1:
             name = "mirrored"
         else:
             name = "one_device"
     if name == "tpu":
         return _tpu_strategy(tpu_name, tpu_zone, gcp_project)
-    if name == "multi_worker_mirrored":
-        if not tf_config:
-            raise InputError("multi-worker training needs TF_CONFIG", flag="distribution_strategy",
-                             hint="set TF_CONFIG on every worker (see README, 'Many machines')")
-        return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)

@@ -51,6 +51,9 @@ class BertClassifier(keras.Model):
         self.head = keras.layers.Dense(
             num_labels, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02), name="logits"
         )
+        # Built here, not by a first call: under MirroredStrategy the restored encoder may only be called in
+        # a replica context, and the optimizer needs every variable before training starts.
+        self.head.build((None, encoder.hidden_size))
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         outputs = self.encoder(inputs, training=training)

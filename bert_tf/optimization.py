@@ -40,18 +40,33 @@ def create_optimizer(
     total_steps: int,
     warmup_steps: int,
     weight_decay: float = 0.01,
-    clip_norm: float = 1.0,
     gradient_accumulation_steps: int = 1,
 ) -> keras.optimizers.AdamW:
-    """AdamW as BERT fine-tunes: β=(0.9, 0.999), ε=1e-6, global-norm clipping at 1.0."""
+    """AdamW as BERT fine-tunes: β=(0.9, 0.999), ε=1e-6.
+
+    BERT also clips gradients to a global norm of 1.0; the training step does that (`clip_gradients`),
+    because Keras clips each replica's partial gradients before summing them across replicas, which is not
+    the norm of the batch's gradient.
+    """
     optimizer = keras.optimizers.AdamW(
         learning_rate=WarmupLinearDecay(learning_rate, total_steps, warmup_steps),
         weight_decay=weight_decay,
         beta_1=0.9,
         beta_2=0.999,
         epsilon=1e-6,
-        global_clipnorm=clip_norm,
         gradient_accumulation_steps=gradient_accumulation_steps if gradient_accumulation_steps > 1 else None,
     )
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
     return optimizer
+
+
+def clip_gradients(gradients: list[tf.Tensor], clip_norm: float = 1.0) -> list[tf.Tensor]:
+    """In a replica context: sums the gradients over replicas, clips their global norm, and returns them
+    divided by the number of replicas, so the optimizer's own cross-replica sum yields the clipped total."""
+    context = tf.distribute.get_replica_context()
+    # Embedding gradients come as IndexedSlices with one row per token occurrence; Keras's AdamW makes them
+    # dense anyway, and summing them dense here gives the same result whatever the number of replicas.
+    dense = [tf.convert_to_tensor(gradient) for gradient in gradients]
+    total = context.all_reduce(tf.distribute.ReduceOp.SUM, dense)
+    clipped, _ = tf.clip_by_global_norm(total, clip_norm)
+    return [gradient / context.num_replicas_in_sync for gradient in clipped]

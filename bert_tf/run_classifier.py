@@ -60,9 +60,6 @@ def build(strategy: tf.distribute.Strategy, encoder_handle: str, metadata: dict,
         keras.utils.set_random_seed(FLAGS.seed)
         encoder = HubEncoder(encoder_handle, trainable=not FLAGS.freeze_encoder, name="encoder")
         model = BertClassifier(encoder, metadata["num_labels"], pooling=pooling, dropout_rate=FLAGS.dropout_rate)
-        length = metadata["max_seq_length"]
-        dummy = tf.zeros([1, length], tf.int32)
-        model({"input_word_ids": dummy, "input_mask": dummy + 1, "input_type_ids": dummy})
         optimizer = create_optimizer(
             FLAGS.learning_rate, total_steps, int(total_steps * FLAGS.warmup_proportion), FLAGS.weight_decay,
             gradient_accumulation_steps=FLAGS.gradient_accumulation_steps,

@@ -11,6 +11,7 @@ import dataclasses
 import gzip
 import io
 import os
+import re
 import zlib
 from importlib import resources
 
@@ -103,9 +104,17 @@ def read_dataframe(path: str, has_header: bool = True) -> pd.DataFrame:
         else:
             frame = pd.read_csv(io.StringIO(content), header=header, dtype=str, keep_default_na=False, engine="c")
     except pd.errors.ParserError as error:
-        raise InputError(_parser_message(error), file=path, hint="every row needs as many fields as the header") from None
+        message, row = _parser_message(error)
+        raise InputError(message, file=path, row=row, hint="every row needs as many fields as the header") from None
     except ValueError as error:  # pandas' JSON reader reports malformed lines this way
         raise InputError(f"cannot parse: {error}", file=path) from None
+    if not isinstance(frame.index, pd.RangeIndex):
+        # pandas silently turns the first column into the index when the first row has one field more than the
+        # header (a stray tab, or a trailing one on every row), shifting every column by one.
+        raise InputError(
+            f"has {len(frame.columns) + 1} fields where the header has {len(frame.columns)}", file=path, row=2,
+            hint="every row needs as many fields as the header",
+        )
     if has_header:
         duplicated = [name for name in frame.columns if str(name).rsplit(".", 1)[0] in frame.columns and "." in str(name)]
         if duplicated:
@@ -129,10 +138,14 @@ def _read_parquet(path: str) -> pd.DataFrame:
     return frame.map(lambda cell: cell if cell is None or isinstance(cell, str) else str(cell))
 
 
-def _parser_message(error: Exception) -> str:
-    # pandas: "Error tokenizing data. C error: Expected 2 fields in line 5, saw 3"
-    text = str(error).strip().splitlines()[-1]
-    return text.split("C error: ")[-1]
+def _parser_message(error: Exception) -> tuple[str, int | None]:
+    # pandas: "Error tokenizing data. C error: Expected 2 fields in line 5, saw 3" (line = 1-based file line)
+    text = str(error).strip().splitlines()[-1].split("C error: ")[-1]
+    match = re.fullmatch(r"Expected (\d+) fields in line (\d+), saw (\d+)", text.strip())
+    if match:
+        expected, line, saw = match.groups()
+        return f"has {saw} fields, expected {expected}", int(line)
+    return text, None
 
 
 def _column(frame: pd.DataFrame, name: str, path: str) -> pd.Series:

@@ -207,7 +207,15 @@ def train_dataset(data_dir: str, metadata: dict, global_batch_size: int, seed: i
     dataset = dataset.shuffle(min(size, 100_000), seed=seed * 1000 + epoch, reshuffle_each_iteration=False)
     dataset = dataset.batch(global_batch_size, drop_remainder=True)
     dataset = dataset.map(lambda serialized: parse_examples(serialized, metadata), num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return _shard_by_data(dataset.prefetch(tf.data.AUTOTUNE))
+
+
+def _shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    # Multi-worker: each worker keeps its share of every global batch. Sharding by file (tf.data's default)
+    # would need at least one file per worker and gives workers unequal step counts.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def padded_eval_dataset(data_dir: str, split: str, metadata: dict, global_batch_size: int) -> tf.data.Dataset:
@@ -233,4 +241,4 @@ def padded_eval_dataset(data_dir: str, split: str, metadata: dict, global_batch_
         features["is_real_example"] = features["is_real_example"] * real
         return features
 
-    return dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return _shard_by_data(dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import time
 
 import keras
@@ -21,6 +22,7 @@ from absl import logging
 from bert_tf import tfrecords
 from bert_tf.errors import InputError
 from bert_tf.model import per_example_loss
+from bert_tf.optimization import clip_gradients
 from bert_tf.progress import Progress
 
 CHECKPOINT_NAME = "model.ckpt"
@@ -40,6 +42,7 @@ class TrainConfig:
     steps_per_loop: int = 20
     save_checkpoints_steps: int = 1000
     keep_checkpoint_max: int = 5
+    clip_norm: float = 1.0
     is_chief: bool = True
 
     def steps_per_epoch(self, metadata: dict) -> int:
@@ -106,7 +109,7 @@ class Trainer:
             # Sum over this replica's examples / global batch: the optimizer sums gradients over replicas,
             # which then average over the global batch whatever the number of replicas.
             loss = tf.reduce_sum(losses) / self.config.global_batch_size
-        gradients = tape.gradient(loss, self.model.trainable_variables)
+        gradients = clip_gradients(tape.gradient(loss, self.model.trainable_variables), self.config.clip_norm)
         self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
         return loss
 
@@ -159,4 +162,6 @@ class Trainer:
                     if step % config.save_checkpoints_steps == 0 or step == total_steps:
                         self.manager.save(checkpoint_number=step)
         writer.flush()
+        if not config.is_chief:  # a non-chief worker's checkpoints exist only for the collective save
+            shutil.rmtree(self.manager.directory, ignore_errors=True)
         return step

@@ -44,6 +44,12 @@ class HubEncoder(keras.layers.Layer):
             self._track_existing(variable, trainable=id(variable) in trainable_ids)
         self.built = True
 
+    @property
+    def hidden_size(self) -> int:
+        """Width of the outputs, read from the saved function's signature (a call would need a replica context)."""
+        traced = self._savedmodel.__call__.concrete_functions[0]
+        return int(traced.structured_outputs["pooled_output"].shape[-1])
+
     def _track_existing(self, variable: tf.Variable, trainable: bool) -> None:
         # keras.Variable wraps an existing tf.Variable (and a strategy's MirroredVariable) without copying.
         wrapped = keras.Variable(

