@@ -91,7 +91,8 @@ def define_classifier_flags() -> None:
     flags.DEFINE_string("tpu_zone", None, "GCE zone of the TPU.")
     flags.DEFINE_string("gcp_project", None, "GCP project of the TPU.")
     flags.DEFINE_enum("mixed_precision", "auto", ["auto", "bf16", "fp16", "none"],
-                      "auto: bf16 on TPU and on CPUs with AMX/AVX512-BF16, fp16 on GPU, else none.")
+                      "auto: bf16 on CPUs with AMX/AVX512-BF16, fp16 (grappler rewrite, no loss scaling) on GPU, none on TPU "
+                      "(its matmuls already run in bfloat16) and other CPUs.")
     flags.DEFINE_integer("seed", 42, "Seed of the head's initialization, dropout and data order.")
     flags.DEFINE_integer("save_checkpoints_steps", 1000, "Write model.ckpt-N every this many steps (and at the end).")
     flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints to keep.")

@@ -112,17 +112,21 @@ def main(argv):
     if chief:
         evaluation.atomic_write(os.path.join(FLAGS.output_dir, RUN_FILE), json.dumps(run, indent=2) + "\n")
 
+    for wanted, split, size in ((FLAGS.do_eval, "dev", "eval_data_size"), (FLAGS.do_predict, "test", "test_data_size")):
+        if wanted and not metadata.get(size):
+            raise InputError(f"the records have no {split} split", file=FLAGS.data_dir, flag="do_eval" if split == "dev" else "do_predict",
+                             hint=f"write them with --{split}_file")
     total_steps = config.total_steps(metadata) if FLAGS.do_train else 1
     model, optimizer = build(strategy, info.handles.encoder, metadata, pooling, total_steps)
     trainer = Trainer(strategy, model, optimizer, metadata, config)
-    if FLAGS.init_checkpoint and not trainer.manager.latest_checkpoint:
+    if FLAGS.init_checkpoint and not trainer.restore_from.latest_checkpoint:
         tf.train.Checkpoint(model=model).restore(FLAGS.init_checkpoint).expect_partial()
     if FLAGS.do_train:
         try:
             trainer.train()
         except TrainingDiverged as error:
             raise InputError(str(error)) from None
-    elif restore_latest(trainer.checkpoint, trainer.manager) is None and not FLAGS.init_checkpoint:
+    elif restore_latest(trainer.checkpoint, trainer.restore_from) is None and not FLAGS.init_checkpoint:
         logging.warning("No checkpoint in %s: evaluating the encoder with an untrained head.", FLAGS.output_dir)
     step = trainer.global_step
 

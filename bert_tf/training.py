@@ -66,6 +66,11 @@ def checkpoint_manager(checkpoint: tf.train.Checkpoint, config: TrainConfig) -> 
     )
 
 
+def chief_checkpoints(checkpoint: tf.train.Checkpoint, config: TrainConfig) -> tf.train.CheckpointManager:
+    """The chief's checkpoints, which every worker restores from (so all resume at the same step)."""
+    return tf.train.CheckpointManager(checkpoint, config.output_dir, max_to_keep=None, checkpoint_name=CHECKPOINT_NAME)
+
+
 def restore_latest(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> str | None:
     """Restores the newest readable checkpoint; a damaged newest one is skipped with a warning, not deleted."""
     for path in reversed(manager.checkpoints):
@@ -96,6 +101,7 @@ class Trainer:
             optimizer.build(model.trainable_variables)
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
         self.manager = checkpoint_manager(self.checkpoint, config)
+        self.restore_from = chief_checkpoints(self.checkpoint, config)
         self._train_steps = tf.function(self._train_steps_fn)
 
     @property
@@ -123,7 +129,7 @@ class Trainer:
     def train(self) -> int:
         """Runs (or resumes) training to the planned number of steps; returns the final global step."""
         config, metadata = self.config, self.metadata
-        restored = restore_latest(self.checkpoint, self.manager)
+        restored = restore_latest(self.checkpoint, self.restore_from)
         step = self.global_step
         steps_per_epoch = config.steps_per_epoch(metadata)
         total_steps = config.total_steps(metadata)

@@ -1,0 +1,195 @@
+"""run_classifier end to end on a tiny encoder: training, eval, predict, export, strategies, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import sentiment_rows
+
+BASE_FLAGS = [
+    "--train_batch_size=8", "--eval_batch_size=8", "--learning_rate=1e-3", "--mixed_precision=none",
+    "--dropout_rate=0", "--iterations_per_loop=3",
+]
+
+
+def run_classifier(records: str, encoder: str, output_dir: str, *flags: str, env: dict | None = None,
+                   check: bool = True) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "bert_tf.run_classifier", f"--data_dir={records}", f"--encoder={encoder}",
+               f"--output_dir={output_dir}", *BASE_FLAGS, *flags]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def read_weights(checkpoint: str) -> dict[str, np.ndarray]:
+    reader = tf.train.load_checkpoint(checkpoint)
+    weights = {}
+    for name in reader.get_variable_to_shape_map():
+        if name.startswith("model/"):
+            value = reader.get_tensor(name)
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+                weights[name] = value
+    return weights
+
+
+def max_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    assert a.keys() == b.keys()
+    return max(float(np.max(np.abs(a[name] - b[name]))) for name in a)
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_train_eval_predict_export(tiny_records, tiny_encoder, tmp_path):
+    out = str(tmp_path / "run")
+    run_classifier(tiny_records, tiny_encoder, out, "--num_train_epochs=10", "--do_train", "--do_eval",
+                   "--do_predict", "--do_export")
+
+    results = dict(line.split(" = ") for line in open(os.path.join(out, "eval_results.txt")).read().splitlines())
+    assert int(results["global_step"]) == 10 * (64 // 8)
+    assert float(results["eval_accuracy"]) >= 0.9, results  # the toy task is learnable
+    assert os.path.exists(os.path.join(out, f"model.ckpt-{10 * 8}.index"))
+
+    probabilities = np.loadtxt(os.path.join(out, "test_results.tsv"), delimiter="\t")
+    assert probabilities.shape == (10, 2)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+    # The export, loaded in a fresh process with only tensorflow + tensorflow_text, gives the probabilities
+    # the in-training model wrote for the same test texts.
+    texts = [text for text, _ in sentiment_rows(10, seed=3)]
+    script = (
+        "import json, sys, tensorflow as tf, tensorflow_text\n"
+        f"serve = tf.saved_model.load({os.path.join(out, 'export')!r}).signatures['serving_default']\n"
+        f"outputs = serve(text=tf.constant({texts!r}))\n"
+        "print(json.dumps({'p': outputs['probabilities'].numpy().tolist(),"
+        " 'l': [x.decode() for x in outputs['label'].numpy()]}))\n"
+    )
+    served = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    answer = json.loads(served.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(np.array(answer["p"]), probabilities, atol=1e-5)
+    labels = json.load(open(os.path.join(tiny_records, "metadata.json")))["label_names"]
+    assert answer["l"] == [labels[i] for i in probabilities.argmax(axis=1)]
+
+    predictions = open(os.path.join(out, "predictions.tsv")).read().splitlines()
+    assert predictions[0].split("\t") == ["example_id", "label", "probability", "text"]
+    assert [line.split("\t")[3] for line in predictions[1:]] == [" ".join(t.split()) for t in texts]
+
+
+def test_strategies_reach_the_same_weights(tiny_records, tiny_encoder, tmp_path):
+    """One device, MirroredStrategy on 2 logical CPUs and 2 local workers train alike on the same global batch."""
+    flags = ["--do_train", "--num_train_epochs=1"]
+    one = str(tmp_path / "one_device")
+    run_classifier(tiny_records, tiny_encoder, one, *flags, "--distribution_strategy=one_device")
+    mirrored = str(tmp_path / "mirrored")
+    run_classifier(tiny_records, tiny_encoder, mirrored, *flags, "--distribution_strategy=mirrored",
+                   "--num_cpu_replicas=2")
+
+    multi = str(tmp_path / "multi_worker")
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    command = [sys.executable, "-m", "bert_tf.run_classifier", f"--data_dir={tiny_records}",
+               f"--encoder={tiny_encoder}", f"--output_dir={multi}", *BASE_FLAGS, *flags]
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={
+            **os.environ,
+            "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}),
+        })
+        for index in range(2)
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+
+    reference = read_weights(os.path.join(one, "model.ckpt-8"))
+    initial = read_weights_of_encoder_start(tiny_encoder)
+    moved = max(float(np.max(np.abs(reference[name] - initial[name]))) for name in initial)
+    assert moved > 1e-3  # training changed the encoder, so equal weights mean equal training
+    assert max_difference(reference, read_weights(os.path.join(mirrored, "model.ckpt-8"))) < 1e-5
+    assert max_difference(reference, read_weights(os.path.join(multi, "model.ckpt-8"))) < 1e-5
+    assert not os.path.exists(os.path.join(multi, ".worker_tmp", str(processes[1].pid)))
+
+
+def read_weights_of_encoder_start(encoder_dir: str) -> dict[str, np.ndarray]:
+    """The encoder's weights before fine-tuning, keyed as in a run's checkpoint."""
+    import tensorflow_hub as hub
+
+    restored = hub.load(os.path.join(encoder_dir, "encoder"))
+    return {
+        f"model/encoder/_savedmodel/trainable_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE": v.numpy()
+        for i, v in enumerate(restored.trainable_variables)
+    }
+
+
+def test_killed_run_resumes_to_the_same_weights(tiny_records, tiny_encoder, tmp_path):
+    flags = ["--do_train", "--num_train_epochs=40", "--save_checkpoints_steps=2", "--iterations_per_loop=1"]
+    total = 40 * 8
+    uninterrupted = str(tmp_path / "uninterrupted")
+    run_classifier(tiny_records, tiny_encoder, uninterrupted, *flags)
+
+    killed = str(tmp_path / "killed")
+    command = [sys.executable, "-m", "bert_tf.run_classifier", f"--data_dir={tiny_records}",
+               f"--encoder={tiny_encoder}", f"--output_dir={killed}", *BASE_FLAGS, *flags]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if tf.train.latest_checkpoint(killed):
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = tf.train.latest_checkpoint(killed)
+    assert saved is not None
+    saved_step = int(saved.rsplit("-", 1)[1])
+    assert saved_step < total, "the run finished before it could be killed"
+
+    resumed = run_classifier(tiny_records, tiny_encoder, killed, *flags)
+    assert f"Resuming from {saved}" in resumed.stderr
+    final = os.path.join(killed, f"model.ckpt-{total}")
+    assert max_difference(read_weights(os.path.join(uninterrupted, f"model.ckpt-{total}")), read_weights(final)) < 1e-5
+
+
+def test_refuses_an_output_dir_of_another_run(tiny_records, tiny_encoder, tmp_path):
+    out = str(tmp_path / "run")
+    run_classifier(tiny_records, tiny_encoder, out, "--do_train", "--num_train_epochs=0.2")
+    result = run_classifier(tiny_records, tiny_encoder, out, "--do_train", "--num_train_epochs=0.2", "--pooling=cls",
+                            check=False)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--output_dir" in errors[0] and "pooling" in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "flags, env, expected",
+    [
+        (["--use_tpu"], {}, "TPU"),
+        ([], {"TF_CONFIG": "{not json"}, "TF_CONFIG"),
+        (["--distribution_strategy=multi_worker_mirrored"], {"TF_CONFIG": ""}, "TF_CONFIG"),
+        (["--encoder=/no/such/encoder"], {}, "--encoder"),
+    ],
+)
+def test_bad_flags_give_one_line(tiny_records, tiny_encoder, tmp_path, flags, env, expected):
+    command = [sys.executable, "-m", "bert_tf.run_classifier", f"--data_dir={tiny_records}",
+               f"--encoder={tiny_encoder}", f"--output_dir={tmp_path / 'run'}", "--do_train", *flags]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
