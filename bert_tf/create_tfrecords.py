@@ -15,26 +15,18 @@ import os
 import shutil
 import time
 
-import numpy as np
-import tensorflow as tf
 from absl import app, logging
 
 from bert_tf import flags as bert_flags
-from bert_tf import tables, tfrecords
+from bert_tf import tables
 from bert_tf.errors import InputError, exits_cleanly_on_bad_input
 from bert_tf.labels import LabelSpace, encode_labels, infer_label_space
 from bert_tf.progress import Progress
-from bert_tf.tokenization import (
-    BertTextTokenizer,
-    count_truncated,
-    load_vocab,
-    num_special_tokens,
-    pack_inputs,
-    vocab_digest,
-)
+
+# TensorFlow is imported only once the tables have passed every check (in create_tfrecords): importing it
+# takes seconds, and a typo in a column name should be reported at once.
 
 FLAGS = bert_flags.FLAGS
-BATCH_SIZE = 1024
 
 
 def read_splits() -> dict[str, tables.TextTable]:
@@ -75,71 +67,12 @@ def vocab_and_casing() -> tuple[str, bool, int, str]:
 
 
 def check_max_seq_length(max_seq_length: int, max_positions: int, num_segments: int) -> None:
-    least = num_special_tokens(num_segments) + num_segments
+    least = 1 + num_segments + num_segments  # [CLS], a [SEP] per segment, and one token of each
     if not least <= max_seq_length <= max_positions:
         raise InputError(
             f"{max_seq_length} is out of range", flag="max_seq_length",
             hint=f"use {least}..{max_positions} ({max_positions} is the encoder's number of positions)",
         )
-
-
-def make_encoder_fn(tokenizer: BertTextTokenizer, max_seq_length: int, paired: bool, keep_text: bool):
-    """Builds the tf.function that turns a batch of (texts, labels, ids) into serialized tf.Examples.
-
-    With keep_text the records also hold the raw text (and text_b), so predictions can show it.
-    """
-
-    @tf.function
-    def encode(texts, texts_b, label_ids, example_ids):
-        segments = [tokenizer.tokenize(texts)]
-        if paired:
-            segments.append(tokenizer.tokenize(texts_b))
-        packed = pack_inputs(segments, max_seq_length, tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id)
-        batch = tf.shape(texts)[0]
-        features = {
-            "input_ids": packed["input_word_ids"],
-            "input_mask": packed["input_mask"],
-            "segment_ids": packed["input_type_ids"],
-            "label_ids": label_ids,
-            "is_real_example": tf.ones([batch], tf.int64),
-            "example_id": example_ids,
-            "weight": tf.ones([batch], tf.float32),
-        }
-        if keep_text:
-            features["text"] = texts
-            if paired:
-                features["text_b"] = texts_b
-        serialized = tfrecords.serialize_examples(features)
-        return serialized, tf.reduce_sum(tf.cast(count_truncated(segments, max_seq_length), tf.int32))
-
-    return encode
-
-
-def write_split(
-    table: tables.TextTable,
-    label_ids: np.ndarray,
-    encode,
-    paths: list[str],
-    per_file: int,
-    progress: Progress,
-) -> int:
-    """Tokenizes, packs and writes one split; returns how many examples were truncated."""
-    texts_b = table.texts_b if table.texts_b is not None else [""] * len(table)
-    dataset = tf.data.Dataset.from_tensor_slices(
-        (table.texts, texts_b, label_ids, np.asarray(table.example_ids, np.int64))
-    ).batch(BATCH_SIZE)
-    dataset = dataset.map(encode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
-    truncated = 0
-
-    def batches():
-        nonlocal truncated
-        for serialized, num_truncated in dataset:
-            truncated += int(num_truncated)
-            progress.update(len(serialized))
-            yield serialized.numpy()
-
-    tfrecords.write_records(paths, batches(), per_file)
-    return truncated
 
 
 def create_tfrecords(splits: dict[str, tables.TextTable], task_type: str, output_dir: str, max_seq_length: int,
@@ -154,11 +87,13 @@ def create_tfrecords(splits: dict[str, tables.TextTable], task_type: str, output
         if (table.texts_b is not None) != paired:
             raise InputError("has a second text column where train has none, or the other way round", file=table.source)
 
+    from bert_tf import tfrecords
+    from bert_tf.tokenization import BertTextTokenizer, load_vocab, vocab_digest
+
     vocab_file, lower_case, max_positions, encoder = vocab_and_casing()
     check_max_seq_length(max_seq_length, max_positions, 2 if paired else 1)
     vocab = load_vocab(vocab_file)
-    tokenizer = BertTextTokenizer(vocab, lower_case)
-    encoders = {keep_text: make_encoder_fn(tokenizer, max_seq_length, paired, keep_text) for keep_text in (False, True)}
+    example_writer = tfrecords.ExampleWriter(BertTextTokenizer(vocab, lower_case), max_seq_length, paired)
 
     try:
         staging = tfrecords.staging_dir(output_dir)
@@ -170,7 +105,9 @@ def create_tfrecords(splits: dict[str, tables.TextTable], task_type: str, output
         for split, table in splits.items():
             paths = tfrecords.shard_paths(staging, split, len(table), max_examples_per_file)
             with Progress(len(table), f"{split} examples") as progress:
-                truncated[split] = write_split(table, label_ids[split], encoders[split == "test"], paths, max_examples_per_file, progress)
+                truncated[split] = example_writer.write(
+                    table, label_ids[split], paths, max_examples_per_file, progress, keep_text=split == "test"
+                )
             files[split] = [os.path.basename(p) for p in paths]
         logging.info("Wrote %d examples in %.1fs", sum(map(len, splits.values())), time.time() - started)
         metadata = {

@@ -14,7 +14,6 @@ import dataclasses
 import io
 import json
 import os
-import tempfile
 
 import keras
 import numpy as np
@@ -23,6 +22,7 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from bert_tf import tfrecords
+from bert_tf.files import atomic_write
 from bert_tf.model import per_example_loss, probabilities
 
 
@@ -36,16 +36,19 @@ class Predictions:
     losses: np.ndarray
 
 
-def predict_split(strategy: tf.distribute.Strategy, model: keras.Model, data_dir: str, split: str, metadata: dict,
-                  global_batch_size: int) -> Predictions:
-    """Runs the model over every example of `split` on all replicas and gathers the results on each worker."""
-    task_type = metadata["task_type"]
-    dataset = tfrecords.padded_eval_dataset(data_dir, split, metadata, global_batch_size)
+class Predictor:
+    """Runs the model over every example of a split on all replicas and gathers the results on each worker.
 
-    @tf.function
-    def step(iterator):
+    One Predictor per model: its step function is traced once and reused for every split and epoch.
+    """
+
+    def __init__(self, strategy: tf.distribute.Strategy, model: keras.Model, metadata: dict, global_batch_size: int,
+                 trim_padding: bool = True):
+        self.strategy, self.metadata, self.global_batch_size = strategy, metadata, global_batch_size
+        task_type = metadata["task_type"]
+
         def replica_fn(features):
-            logits = model(tfrecords.model_inputs(features), training=False)
+            logits = model(tfrecords.model_inputs(features, trim_padding), training=False)
             return {
                 "probabilities": probabilities(tf.cast(logits, tf.float32), task_type),
                 "losses": per_example_loss(features["label_ids"], logits, task_type),
@@ -54,23 +57,34 @@ def predict_split(strategy: tf.distribute.Strategy, model: keras.Model, data_dir
                 "is_real": features["is_real_example"],
             }
 
-        outputs = strategy.run(replica_fn, args=(next(iterator),))
-        return tf.nest.map_structure(lambda value: strategy.gather(value, axis=0), outputs)
+        @tf.function
+        def step(iterator):
+            outputs = strategy.run(replica_fn, args=(next(iterator),))
+            return tf.nest.map_structure(lambda value: strategy.gather(value, axis=0), outputs)
 
-    size = metadata[{"dev": "eval_data_size", "test": "test_data_size", "train": "train_data_size"}[split]]
-    num_batches = -(-size // global_batch_size)
-    iterator = iter(strategy.experimental_distribute_dataset(dataset))
-    batches = [tf.nest.map_structure(lambda t: t.numpy(), step(iterator)) for _ in range(num_batches)]
-    merged = {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
-    real = merged["is_real"] == 1
-    # Multi-worker sharding interleaves examples; the example id restores file order.
-    order = np.argsort(merged["example_id"][real], kind="stable")
-    return Predictions(
-        example_ids=merged["example_id"][real][order],
-        labels=merged["labels"][real][order],
-        probabilities=merged["probabilities"][real][order],
-        losses=merged["losses"][real][order],
-    )
+        self._step = step
+
+    def predict(self, data_dir: str, split: str) -> Predictions:
+        metadata, batch_size = self.metadata, self.global_batch_size
+        dataset = tfrecords.padded_eval_dataset(data_dir, split, metadata, batch_size)
+        size = metadata[{"dev": "eval_data_size", "test": "test_data_size", "train": "train_data_size"}[split]]
+        iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+        batches = [tf.nest.map_structure(lambda t: t.numpy(), self._step(iterator)) for _ in range(-(-size // batch_size))]
+        merged = {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
+        real = merged["is_real"] == 1
+        # Multi-worker sharding interleaves examples; the example id restores file order.
+        order = np.argsort(merged["example_id"][real], kind="stable")
+        return Predictions(
+            example_ids=merged["example_id"][real][order],
+            labels=merged["labels"][real][order],
+            probabilities=merged["probabilities"][real][order],
+            losses=merged["losses"][real][order],
+        )
+
+
+def primary_metric(task_type: str) -> str:
+    """The metric that picks the best checkpoint."""
+    return {"multiclass": "eval_accuracy", "multilabel": "eval_micro_f1", "regression": "eval_pearson"}[task_type]
 
 
 def compute_metrics(predictions: Predictions, metadata: dict) -> dict[str, float]:
@@ -107,15 +121,9 @@ def compute_metrics(predictions: Predictions, metadata: dict) -> dict[str, float
     return result
 
 
-def atomic_write(path: str, content: str | bytes) -> None:
-    """Writes via a temp file in the same directory and renames it: readers never see half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    mode = "wb" if isinstance(content, bytes) else "w"
-    with tempfile.NamedTemporaryFile(mode, dir=directory, delete=False, prefix=".tmp-",
-                                     **({} if mode == "wb" else {"encoding": "utf-8"})) as f:
-        f.write(content)
-        temp = f.name
-    os.replace(temp, path)
+def results_text(result: dict) -> str:
+    """google-research/bert's eval_results.txt: one `key = value` line per metric, sorted."""
+    return "".join(f"{key} = {result[key]}\n" for key in sorted(result))
 
 
 def write_eval_results(output_dir: str, result: dict, predictions: Predictions, metadata: dict) -> str | None:
@@ -123,7 +131,7 @@ def write_eval_results(output_dir: str, result: dict, predictions: Predictions, 
 
     Returns the classification report text (None for multi-label and regression).
     """
-    atomic_write(os.path.join(output_dir, "eval_results.txt"), "".join(f"{key} = {result[key]}\n" for key in sorted(result)))
+    atomic_write(os.path.join(output_dir, "eval_results.txt"), results_text(result))
     report = None
     details = dict(result)
     if metadata["task_type"] == "multiclass":

@@ -10,14 +10,12 @@ served texts become exactly the ids the model was trained on. Loading it needs o
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-
 import keras
 import tensorflow as tf
 
+from bert_tf.files import save_savedmodel
 from bert_tf.model import probabilities
+from bert_tf.tfrecords import trim_to_longest
 from bert_tf.tokenization import BertTextTokenizer, load_vocab, pack_inputs
 
 
@@ -37,6 +35,7 @@ class ServingModel(tf.Module):
     def _predict(self, segments: list[tf.Tensor]) -> dict[str, tf.Tensor]:
         t = self._tokenizer
         inputs = pack_inputs([t.tokenize(s) for s in segments], self._seq_length, t.cls_id, t.sep_id, t.pad_id)
+        inputs = trim_to_longest(inputs)  # one short sentence need not pay for max_seq_length
         probs = probabilities(tf.cast(self.model(inputs, training=False), tf.float32), self._task_type)
         names = tf.constant(self._label_names)
         if self._task_type == "multiclass":
@@ -59,15 +58,5 @@ class ServingModel(tf.Module):
 
 def export_classifier(model: keras.Model, vocab_file: str, do_lower_case: bool, metadata: dict, export_dir: str) -> str:
     """Writes the serving SavedModel to export_dir, via a temp dir renamed into place when complete."""
-    parent = os.path.dirname(os.path.abspath(export_dir))
-    staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
-    try:
-        serving = ServingModel(model, vocab_file, do_lower_case, metadata)
-        saved = os.path.join(staging, "saved_model")
-        tf.saved_model.save(serving, saved, signatures={"serving_default": serving.signature()})
-        if os.path.exists(export_dir):
-            shutil.rmtree(export_dir)
-        os.replace(saved, export_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return export_dir
+    serving = ServingModel(model, vocab_file, do_lower_case, metadata)
+    return save_savedmodel(serving, export_dir, signatures={"serving_default": serving.signature()})

@@ -96,6 +96,9 @@ def define_classifier_flags() -> None:
     flags.DEFINE_integer("seed", 42, "Seed of the head's initialization, dropout and data order.")
     flags.DEFINE_integer("save_checkpoints_steps", 1000, "Write model.ckpt-N every this many steps (and at the end).")
     flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints to keep.")
+    flags.DEFINE_integer("bucket_window", 50,
+                         "Sort each window of this many batches' worth of examples by length before batching, so "
+                         "batches hold similar lengths and are trimmed to their longest (0: off).")
     flags.DEFINE_integer("iterations_per_loop", 20, "Train steps per tf.function call (as TPUEstimator's flag).")
-    flags.DEFINE_boolean("overwrite_output_dir", False, "Allow --output_dir to hold a run of another task or encoder.")
+    flags.DEFINE_boolean("overwrite_output_dir", False, "Delete the checkpoints and logs of an earlier run in --output_dir and start afresh.")
     flags.DEFINE_string("init_checkpoint", None, "Start from this bert_tf checkpoint (model.ckpt-N) instead of the encoder's weights.")

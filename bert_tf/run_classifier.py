@@ -22,6 +22,7 @@ from bert_tf import flags as bert_flags
 from bert_tf.encoders.hub_layers import HubEncoder
 from bert_tf.encoders.loading import encoder_info
 from bert_tf.errors import InputError, exits_cleanly_on_bad_input
+from bert_tf.files import atomic_write
 from bert_tf.model import BertClassifier
 from bert_tf.optimization import create_optimizer
 from bert_tf.tokenization import load_vocab, vocab_digest
@@ -40,10 +41,21 @@ def choose_pooling(pooling: str, encoder: str) -> str:
     return "mean" if encoder == "default" else "pooled"
 
 
-def check_output_dir(output_dir: str, run: dict, overwrite: bool) -> None:
-    """Refuses to mix a different task or encoder into checkpoints of an earlier run in the same directory."""
+def check_output_dir(output_dir: str, run: dict, overwrite: bool, chief: bool) -> None:
+    """Refuses to mix a different task or encoder into checkpoints of an earlier run in the same directory.
+
+    With overwrite, the chief removes the earlier run's checkpoints and logs, so training starts afresh.
+    """
     path = os.path.join(output_dir, RUN_FILE)
-    if tf.io.gfile.exists(path) and not overwrite:
+    if overwrite and chief:
+        for name in tf.io.gfile.listdir(output_dir):
+            if name.startswith(("model.ckpt-", "checkpoint", RUN_FILE)) or name.rstrip("/") in ("best", "train", "eval"):
+                target = os.path.join(output_dir, name.rstrip("/"))
+                if tf.io.gfile.isdir(target):
+                    tf.io.gfile.rmtree(target)
+                else:
+                    tf.io.gfile.remove(target)
+    elif not overwrite and tf.io.gfile.exists(path):
         with tf.io.gfile.GFile(path) as f:
             previous = json.load(f)
         for key in ("encoder", "label_names", "task_type", "max_seq_length", "pooling"):
@@ -79,11 +91,14 @@ def main(argv):
     if FLAGS.num_cpu_replicas > 1:
         distribution.use_logical_cpus(FLAGS.num_cpu_replicas)
     metadata = tfrecords.read_metadata(FLAGS.data_dir)
-    strategy_name = "tpu" if FLAGS.use_tpu and FLAGS.distribution_strategy == "auto" else FLAGS.distribution_strategy
-    if strategy_name == "tpu" and not FLAGS.tpu_name and not FLAGS.use_tpu:
-        raise InputError("TPUStrategy needs a TPU", flag="use_tpu", hint="pass --use_tpu --tpu_name=…")
-    strategy = distribution.make_strategy(strategy_name, FLAGS.num_gpus, FLAGS.tpu_name or ("" if FLAGS.use_tpu else None),
-                                          FLAGS.tpu_zone, FLAGS.gcp_project)
+    for wanted, split, size in ((FLAGS.do_eval, "dev", "eval_data_size"), (FLAGS.do_predict, "test", "test_data_size")):
+        if wanted and not metadata.get(size):
+            raise InputError(f"the records have no {split} split", file=FLAGS.data_dir,
+                             flag="do_eval" if split == "dev" else "do_predict", hint=f"write them with --{split}_file")
+    # google-research/bert's --use_tpu alone selects the TPU; --tpu_name says which one.
+    strategy_name = "tpu" if FLAGS.use_tpu else FLAGS.distribution_strategy
+    strategy = distribution.make_strategy(strategy_name, FLAGS.num_gpus, FLAGS.tpu_name, FLAGS.tpu_zone,
+                                          FLAGS.gcp_project)
     precision = distribution.configure_precision(FLAGS.mixed_precision, strategy)
     logging.info("Strategy %s with %d replicas, precision %s", type(strategy).__name__, strategy.num_replicas_in_sync, precision)
 
@@ -100,7 +115,12 @@ def main(argv):
         data_dir=FLAGS.data_dir, output_dir=FLAGS.output_dir, global_batch_size=FLAGS.train_batch_size,
         num_train_epochs=FLAGS.num_train_epochs, seed=FLAGS.seed, steps_per_loop=FLAGS.iterations_per_loop,
         save_checkpoints_steps=FLAGS.save_checkpoints_steps, keep_checkpoint_max=FLAGS.keep_checkpoint_max,
-        is_chief=chief,
+        is_chief=chief, trim_padding=not isinstance(strategy, tf.distribute.TPUStrategy),
+        batches_per_bucket_window=FLAGS.bucket_window,
+        hparams={"encoder": FLAGS.encoder, "pooling": pooling, "learning_rate": FLAGS.learning_rate,
+                 "train_batch_size": FLAGS.train_batch_size, "num_train_epochs": FLAGS.num_train_epochs,
+                 "max_seq_length": metadata["max_seq_length"], "precision": precision,
+                 "replicas": strategy.num_replicas_in_sync},
     )
     run = {"encoder": FLAGS.encoder, "label_names": metadata["label_names"], "task_type": metadata["task_type"],
            "max_seq_length": metadata["max_seq_length"], "pooling": pooling}
@@ -108,22 +128,19 @@ def main(argv):
         tf.io.gfile.makedirs(FLAGS.output_dir)
     except (tf.errors.OpError, OSError) as error:
         raise InputError(f"cannot create it ({error})", flag="output_dir") from None
-    check_output_dir(FLAGS.output_dir, run, FLAGS.overwrite_output_dir)
+    check_output_dir(FLAGS.output_dir, run, FLAGS.overwrite_output_dir, chief)
     if chief:
-        evaluation.atomic_write(os.path.join(FLAGS.output_dir, RUN_FILE), json.dumps(run, indent=2) + "\n")
-
-    for wanted, split, size in ((FLAGS.do_eval, "dev", "eval_data_size"), (FLAGS.do_predict, "test", "test_data_size")):
-        if wanted and not metadata.get(size):
-            raise InputError(f"the records have no {split} split", file=FLAGS.data_dir, flag="do_eval" if split == "dev" else "do_predict",
-                             hint=f"write them with --{split}_file")
+        atomic_write(os.path.join(FLAGS.output_dir, RUN_FILE), json.dumps(run, indent=2) + "\n")
     total_steps = config.total_steps(metadata) if FLAGS.do_train else 1
     model, optimizer = build(strategy, info.handles.encoder, metadata, pooling, total_steps)
     trainer = Trainer(strategy, model, optimizer, metadata, config)
     if FLAGS.init_checkpoint and not trainer.restore_from.latest_checkpoint:
         tf.train.Checkpoint(model=model).restore(FLAGS.init_checkpoint).expect_partial()
+    predictor = evaluation.Predictor(strategy, model, metadata, FLAGS.eval_batch_size, config.trim_padding)
+    keep_best = KeepBest(predictor, model, metadata, chief) if FLAGS.do_train and FLAGS.do_eval else None
     if FLAGS.do_train:
         try:
-            trainer.train()
+            trainer.train(on_epoch_end=keep_best)
         except TrainingDiverged as error:
             raise InputError(str(error)) from None
     elif restore_latest(trainer.checkpoint, trainer.restore_from) is None and not FLAGS.init_checkpoint:
@@ -131,9 +148,12 @@ def main(argv):
     step = trainer.global_step
 
     if FLAGS.do_eval:
-        predictions = evaluation.predict_split(strategy, model, FLAGS.data_dir, "dev", metadata, FLAGS.eval_batch_size)
-        result = evaluation.compute_metrics(predictions, metadata)
-        result["global_step"] = step
+        if keep_best and keep_best.last_step == step:  # the last epoch's evaluation saw these very weights
+            predictions, result = keep_best.last_predictions, keep_best.last_result
+        else:
+            predictions = predictor.predict(FLAGS.data_dir, "dev")
+            result = evaluation.compute_metrics(predictions, metadata)
+            result["global_step"] = step
         if chief:
             report = evaluation.write_eval_results(FLAGS.output_dir, result, predictions, metadata)
             write_eval_summaries(FLAGS.output_dir, result, step)
@@ -143,11 +163,20 @@ def main(argv):
             if report:
                 print(report)
     if FLAGS.do_predict:
-        predictions = evaluation.predict_split(strategy, model, FLAGS.data_dir, "test", metadata, FLAGS.eval_batch_size)
+        predictions = predictor.predict(FLAGS.data_dir, "test")
         if chief:
             texts = tfrecords.read_texts(FLAGS.data_dir, "test")
             evaluation.write_predictions(FLAGS.output_dir, predictions, metadata, texts)
             print(f"Wrote {len(predictions.example_ids)} predictions to {os.path.join(FLAGS.output_dir, 'test_results.tsv')}")
+            if metadata.get("test_has_labels"):
+                # The test split came with labels (BBC News, MRPC, …): score it too, in its own file.
+                result = {key.replace("eval_", "test_", 1): value
+                          for key, value in evaluation.compute_metrics(predictions, metadata).items()}
+                result["global_step"] = step
+                atomic_write(os.path.join(FLAGS.output_dir, "test_eval_results.txt"), evaluation.results_text(result))
+                print("***** Test results *****")
+                for key in sorted(result):
+                    print(f"  {key} = {result[key]}")
     if FLAGS.do_export and chief:
         from bert_tf.export import export_classifier
 
@@ -158,14 +187,48 @@ def main(argv):
     print(f"TensorBoard: tensorboard --logdir {FLAGS.output_dir}")
 
 
-def write_eval_summaries(output_dir: str, result: dict, step: int) -> None:
+class KeepBest:
+    """After each epoch: evaluates on dev, logs eval/ summaries, and keeps the best weights in best/."""
+
+    def __init__(self, predictor: evaluation.Predictor, model: keras.Model, metadata: dict, chief: bool):
+        self.predictor, self.model, self.metadata, self.chief = predictor, model, metadata, chief
+        self.metric = evaluation.primary_metric(metadata["task_type"])
+        self.last_step = self.last_predictions = self.last_result = None
+        self.directory = os.path.join(FLAGS.output_dir, "best")
+        self.best = self._recorded_best()
+
+    def _recorded_best(self) -> float:
+        path = os.path.join(self.directory, "eval_results.txt")
+        if not tf.io.gfile.exists(path):
+            return float("-inf")
+        with tf.io.gfile.GFile(path) as f:
+            results = dict(line.split(" = ", 1) for line in f.read().splitlines() if " = " in line)
+        return float(results.get(self.metric, "-inf"))
+
+    def __call__(self, step: int) -> None:
+        predictions = self.predictor.predict(FLAGS.data_dir, "dev")
+        result = evaluation.compute_metrics(predictions, self.metadata)
+        result["global_step"] = step
+        self.last_step, self.last_predictions, self.last_result = step, predictions, result
+        logging.info("Step %d: %s = %.4f", step, self.metric, result[self.metric])
+        if not self.chief:
+            return
+        write_eval_summaries(FLAGS.output_dir, result, step, image=False)
+        if result[self.metric] > self.best:
+            self.best = result[self.metric]
+            tf.io.gfile.makedirs(self.directory)
+            tf.train.Checkpoint(model=self.model).write(os.path.join(self.directory, "model.ckpt"))
+            atomic_write(os.path.join(self.directory, "eval_results.txt"), evaluation.results_text(result))
+
+
+def write_eval_summaries(output_dir: str, result: dict, step: int, image: bool = True) -> None:
     writer = tf.summary.create_file_writer(os.path.join(output_dir, "eval"))
     with writer.as_default():
         for key, value in result.items():
             if isinstance(value, float):
                 tf.summary.scalar(key.removeprefix("eval_"), value, step=step)
         png = os.path.join(output_dir, "confusion_matrix.png")
-        if tf.io.gfile.exists(png):
+        if image and tf.io.gfile.exists(png):
             with tf.io.gfile.GFile(png, "rb") as f:
                 image = tf.io.decode_png(f.read(), channels=4)
             tf.summary.image("confusion_matrix", image[None], step=step)

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from bert_tf.errors import InputError
 from bert_tf.labels import LabelSpace
+from bert_tf.tokenization import BertTextTokenizer, count_truncated, pack_inputs
 
 SPLIT_FILES = {"train": "train.tf_record", "dev": "eval.tf_record", "test": "predict.tf_record"}
 METADATA_FILE = "metadata.json"
@@ -79,6 +80,72 @@ def shard_paths(directory: str, split: str, num_examples: int, max_examples_per_
     if num_shards == 1:
         return [base]
     return [f"{base}-{i:05d}-of-{num_shards:05d}" for i in range(num_shards)]
+
+
+class ExampleWriter:
+    """Tokenizes, packs and serializes tables of examples into TFRecord files, a batch at a time, in-graph."""
+
+    BATCH_SIZE = 2048
+
+    def __init__(self, tokenizer: BertTextTokenizer, max_seq_length: int, paired: bool):
+        self.tokenizer = tokenizer
+        self.max_seq_length = max_seq_length
+        self.paired = paired
+        self._encoders = {}
+
+    def _encoder(self, label_ids: np.ndarray, keep_text: bool):
+        """The tf.function for this label shape; traced once (a signature with a free batch size)."""
+        key = (label_ids.dtype.str, label_ids.shape[1:], keep_text)
+        if key not in self._encoders:
+            t, length, paired = self.tokenizer, self.max_seq_length, self.paired
+            label_spec = tf.TensorSpec([None, *label_ids.shape[1:]], tf.as_dtype(label_ids.dtype))
+            strings = tf.TensorSpec([None], tf.string)
+
+            @tf.function(input_signature=[strings, strings, label_spec, tf.TensorSpec([None], tf.int64)])
+            def encode(texts, texts_b, labels, example_ids):
+                segments = [t.tokenize(texts)] + ([t.tokenize(texts_b)] if paired else [])
+                packed = pack_inputs(segments, length, t.cls_id, t.sep_id, t.pad_id)
+                batch = tf.shape(texts)[0]
+                features = {
+                    "input_ids": packed["input_word_ids"],
+                    "input_mask": packed["input_mask"],
+                    "segment_ids": packed["input_type_ids"],
+                    "label_ids": labels,
+                    "is_real_example": tf.ones([batch], tf.int64),
+                    "example_id": example_ids,
+                    "weight": tf.ones([batch], tf.float32),
+                }
+                if keep_text:  # the test split keeps its text, so predictions can show it
+                    features["text"] = texts
+                    if paired:
+                        features["text_b"] = texts_b
+                truncated = tf.reduce_sum(tf.cast(count_truncated(segments, length), tf.int32))
+                return serialize_examples(features), truncated
+
+            self._encoders[key] = encode
+        return self._encoders[key]
+
+    def write(self, table, label_ids: np.ndarray, paths: list[str], per_file: int, progress, keep_text: bool) -> int:
+        """Writes one split (a tables.TextTable) across `paths`; returns how many examples were truncated."""
+        encode = self._encoder(label_ids, keep_text)
+        texts_b = table.texts_b if table.texts_b is not None else [""] * len(table)
+        example_ids = np.asarray(table.example_ids, np.int64)
+        truncated = 0
+
+        def batches():
+            nonlocal truncated
+            for start in range(0, len(table), self.BATCH_SIZE):
+                stop = start + self.BATCH_SIZE
+                serialized, num_truncated = encode(
+                    tf.constant(table.texts[start:stop]), tf.constant(texts_b[start:stop]),
+                    tf.constant(label_ids[start:stop]), tf.constant(example_ids[start:stop]),
+                )
+                truncated += int(num_truncated)
+                progress.update(len(serialized))
+                yield serialized.numpy()
+
+        write_records(paths, batches(), per_file)
+        return truncated
 
 
 def write_records(paths: list[str], serialized_batches: Iterable[np.ndarray], per_file: int) -> int:
@@ -184,30 +251,60 @@ def publish(staging: str, output_dir: str) -> None:
 
 
 # --- Reading records for training and evaluation ----------------------------------------------------------
-def model_inputs(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    """Record feature names (TF Model Garden's) → the TF Hub encoder's input names."""
-    return {
+def model_inputs(features: dict[str, tf.Tensor], trim_padding: bool = False) -> dict[str, tf.Tensor]:
+    """Record feature names (TF Model Garden's) → the TF Hub encoder's input names.
+
+    With trim_padding the batch is cut to its longest real sequence (rounded up to a multiple of 8): records
+    are padded to max_seq_length, and a batch of short sentences would otherwise spend most of its compute
+    on padding. TPUs need static shapes, so the caller turns it off there.
+    """
+    inputs = {
         "input_word_ids": features["input_ids"],
         "input_mask": features["input_mask"],
         "input_type_ids": features["segment_ids"],
     }
+    return trim_to_longest(inputs) if trim_padding else inputs
 
 
-def train_dataset(data_dir: str, metadata: dict, global_batch_size: int, seed: int, epoch: int) -> tf.data.Dataset:
+def trim_to_longest(inputs: dict[str, tf.Tensor], multiple: int = 8) -> dict[str, tf.Tensor]:
+    mask = inputs["input_mask"]
+    longest = tf.reduce_max(tf.reduce_sum(tf.cast(mask, tf.int32), axis=1))
+    length = tf.minimum((longest + multiple - 1) // multiple * multiple, tf.shape(mask)[1])
+    return {name: value[:, :length] for name, value in inputs.items()}
+
+
+def train_dataset(data_dir: str, metadata: dict, global_batch_size: int, seed: int, epoch: int,
+                  batches_per_bucket_window: int = 0) -> tf.data.Dataset:
     """One epoch of shuffled, full training batches.
 
     The shuffle seed is derived from (seed, epoch) and not reshuffled on iteration, so a run resumed in the
     middle of an epoch sees the same order as one that never stopped, and every worker of a multi-worker
     run shuffles alike (each then keeps its shard of every global batch). Partial batches are dropped:
     TPUs compile one program per shape, and a smaller last batch would be a second one.
+
+    With batches_per_bucket_window=W, each window of W batches' worth of shuffled examples is sorted by
+    length before batching, and the batches are shuffled again: batches then hold sentences of similar
+    length, so trimming a batch to its longest sentence removes most of the padding.
     """
     files = split_files(data_dir, "train")
     dataset = tf.data.TFRecordDataset(files)
     size = metadata["train_data_size"]
-    dataset = dataset.shuffle(min(size, 100_000), seed=seed * 1000 + epoch, reshuffle_each_iteration=False)
-    dataset = dataset.batch(global_batch_size, drop_remainder=True)
-    dataset = dataset.map(lambda serialized: parse_examples(serialized, metadata), num_parallel_calls=tf.data.AUTOTUNE)
+    epoch_seed = seed * 1000 + epoch
+    dataset = dataset.shuffle(min(size, 100_000), seed=epoch_seed, reshuffle_each_iteration=False)
+    if batches_per_bucket_window > 1:
+        window = global_batch_size * batches_per_bucket_window
+        dataset = dataset.batch(window).map(lambda s: parse_examples(s, metadata), num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.map(_sort_by_length).unbatch().batch(global_batch_size, drop_remainder=True)
+        dataset = dataset.shuffle(batches_per_bucket_window, seed=epoch_seed + 1, reshuffle_each_iteration=False)
+    else:
+        dataset = dataset.batch(global_batch_size, drop_remainder=True)
+        dataset = dataset.map(lambda s: parse_examples(s, metadata), num_parallel_calls=tf.data.AUTOTUNE)
     return _shard_by_data(dataset.prefetch(tf.data.AUTOTUNE))
+
+
+def _sort_by_length(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    order = tf.argsort(tf.reduce_sum(features["input_mask"], axis=1), stable=True)
+    return {name: tf.gather(value, order) for name, value in features.items()}
 
 
 def _shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:

@@ -7,14 +7,12 @@ exported classifier, so the token ids a model was trained on are the ids it sees
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
 
 import tensorflow as tf
 import tensorflow_text as text
 
 from bert_tf.errors import InputError
+from bert_tf.files import save_savedmodel
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -205,19 +203,6 @@ def export_preprocessor(
     vocab_file: str, do_lower_case: bool, output_dir: str, default_seq_length: int = 128
 ) -> str:
     """Writes the preprocessor SavedModel to output_dir (via a temp dir, so never half-written)."""
-    parent = os.path.dirname(os.path.abspath(output_dir))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".preprocess-", dir=parent)
-    try:
-        vocab_copy = os.path.join(staging, "vocab.txt")
-        shutil.copyfile(vocab_file, vocab_copy)
-        preprocessor = BertPreprocessor(vocab_copy, do_lower_case, default_seq_length)
-        preprocessor.trace_signatures()
-        saved = os.path.join(staging, "saved_model")
-        tf.saved_model.save(preprocessor, saved)
-        if os.path.exists(output_dir):
-            shutil.rmtree(output_dir)
-        os.replace(saved, output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return output_dir
+    preprocessor = BertPreprocessor(vocab_file, do_lower_case, default_seq_length)
+    preprocessor.trace_signatures()
+    return save_savedmodel(preprocessor, output_dir)

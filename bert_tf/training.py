@@ -13,11 +13,13 @@ import dataclasses
 import os
 import shutil
 import time
+from typing import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from tensorboard.plugins.hparams import api as hp
 
 from bert_tf import tfrecords
 from bert_tf.errors import InputError
@@ -43,6 +45,9 @@ class TrainConfig:
     save_checkpoints_steps: int = 1000
     keep_checkpoint_max: int = 5
     clip_norm: float = 1.0
+    trim_padding: bool = True
+    batches_per_bucket_window: int = 0
+    hparams: dict = dataclasses.field(default_factory=dict)
     is_chief: bool = True
 
     def steps_per_epoch(self, metadata: dict) -> int:
@@ -77,7 +82,7 @@ def restore_latest(checkpoint: tf.train.Checkpoint, manager: tf.train.Checkpoint
         try:
             checkpoint.restore(path).expect_partial()
             return path
-        except (tf.errors.OpError, ValueError) as error:
+        except Exception as error:  # a damaged file fails in the reader with OpError, ValueError, IndexError…
             logging.warning("Checkpoint %s is unreadable (%s); trying the previous one.", path, type(error).__name__)
     return None
 
@@ -102,7 +107,7 @@ class Trainer:
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
         self.manager = checkpoint_manager(self.checkpoint, config)
         self.restore_from = chief_checkpoints(self.checkpoint, config)
-        self._train_steps = tf.function(self._train_steps_fn)
+        self.train_steps = tf.function(self._train_steps_fn)
 
     @property
     def global_step(self) -> int:
@@ -110,7 +115,7 @@ class Trainer:
 
     def _replica_step(self, features):
         with tf.GradientTape() as tape:
-            logits = self.model(tfrecords.model_inputs(features), training=True)
+            logits = self.model(tfrecords.model_inputs(features, self.config.trim_padding), training=True)
             losses = per_example_loss(features["label_ids"], logits, self.task_type) * features["weight"]
             # Sum over this replica's examples / global batch: the optimizer sums gradients over replicas,
             # which then average over the global batch whatever the number of replicas.
@@ -126,8 +131,11 @@ class Trainer:
             total += self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
         return total / tf.cast(num_steps, tf.float32)
 
-    def train(self) -> int:
-        """Runs (or resumes) training to the planned number of steps; returns the final global step."""
+    def train(self, on_epoch_end: Callable[[int], None] | None = None) -> int:
+        """Runs (or resumes) training to the planned number of steps; returns the final global step.
+
+        `on_epoch_end(step)` runs after each epoch (every worker must run it: it may use collectives).
+        """
         config, metadata = self.config, self.metadata
         restored = restore_latest(self.checkpoint, self.restore_from)
         step = self.global_step
@@ -141,9 +149,12 @@ class Trainer:
         progress = Progress(total_steps, "train steps")
         progress.done = step
         with writer.as_default(), progress:
+            if config.is_chief and config.hparams:
+                hp.hparams(config.hparams)
             while step < total_steps:
                 epoch = step // steps_per_epoch
-                dataset = tfrecords.train_dataset(config.data_dir, metadata, config.global_batch_size, config.seed, epoch)
+                dataset = tfrecords.train_dataset(config.data_dir, metadata, config.global_batch_size, config.seed, epoch,
+                                                  config.batches_per_bucket_window)
                 dataset = dataset.skip(step - epoch * steps_per_epoch)
                 iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
                 epoch_end = min((epoch + 1) * steps_per_epoch, total_steps)
@@ -151,7 +162,7 @@ class Trainer:
                     next_save = (step // config.save_checkpoints_steps + 1) * config.save_checkpoints_steps
                     num_steps = min(config.steps_per_loop, epoch_end - step, next_save - step)
                     started = time.monotonic()
-                    loss = float(self._train_steps(iterator, tf.constant(num_steps)))
+                    loss = float(self.train_steps(iterator, tf.constant(num_steps)))
                     elapsed = time.monotonic() - started
                     if not np.isfinite(loss):
                         raise TrainingDiverged(
@@ -167,6 +178,8 @@ class Trainer:
                     progress.update(num_steps, f"loss {loss:.4f} lr {learning_rate:.2e} {examples_per_sec:.1f} ex/s")
                     if step % config.save_checkpoints_steps == 0 or step == total_steps:
                         self.manager.save(checkpoint_number=step)
+                if on_epoch_end is not None:
+                    on_epoch_end(step)
         writer.flush()
         if not config.is_chief:  # a non-chief worker's checkpoints exist only for the collective save
             shutil.rmtree(self.manager.directory, ignore_errors=True)

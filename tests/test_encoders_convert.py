@@ -13,7 +13,7 @@ import tensorflow_hub as hub
 
 from bert_tf.encoders.bert import BertConfig
 from bert_tf.encoders.convert import convert, detect_source_format, load_hf_bert, load_tf1_checkpoint
-from bert_tf.encoders.registry import PUBLIC_MODELS, resolve_encoder
+from bert_tf.encoders.registry import resolve_encoder
 
 TOLERANCE = 1e-5
 TINY_CONFIG = {

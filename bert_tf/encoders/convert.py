@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-import uuid
 
 import numpy as np
 import tensorflow as tf
 
 from bert_tf.encoders.bert import INPUT_KEYS, BertConfig, BertEncoder, weight_shapes
+from bert_tf.files import save_savedmodel
 
 Weights = dict[str, np.ndarray]
 
@@ -130,15 +128,6 @@ def load_tf1_checkpoint(
     return config, weights, _vocab_path(source_dir), do_lower_case
 
 
-def _replace_dir(staging_dir: str, output_dir: str) -> None:
-    """Moves a finished `staging_dir` to `output_dir`, replacing what was there."""
-    if os.path.exists(output_dir):
-        stale = f"{output_dir}.stale-{uuid.uuid4().hex}"
-        os.rename(output_dir, stale)
-        shutil.rmtree(stale)
-    os.rename(staging_dir, output_dir)
-
-
 def export_encoder_savedmodel(
     config: BertConfig, weights: Weights, vocab_path: str, do_lower_case: bool, output_dir: str
 ) -> None:
@@ -171,16 +160,7 @@ def export_encoder_savedmodel(
     root.variables = root.trainable_variables + root.non_trainable_variables
     root.__call__ = call
 
-    output_dir = os.path.abspath(output_dir)
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging_dir = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output_dir)}.tmp-")
-    try:
-        tf.saved_model.save(root, staging_dir)
-        _replace_dir(staging_dir, output_dir)
-    finally:
-        if os.path.exists(staging_dir):
-            shutil.rmtree(staging_dir)
+    save_savedmodel(root, output_dir)
 
 
 def convert(source_dir: str, output_dir: str, do_lower_case: bool | None = None) -> None:

@@ -41,7 +41,10 @@ class HubEncoder(keras.layers.Layer):
         self._savedmodel = load_savedmodel(handle)
         trainable_ids = {id(v) for v in self._savedmodel.trainable_variables}
         for variable in self._savedmodel.variables:
-            self._track_existing(variable, trainable=id(variable) in trainable_ids)
+            # Only weights: TF Hub BERTs also hold a bool `do_lower_case` (ours a string config), which
+            # Keras cannot count or summarize.
+            if variable.dtype.is_floating:
+                self._track_existing(variable, trainable=id(variable) in trainable_ids)
         self.built = True
 
     @property

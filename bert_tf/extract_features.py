@@ -1,0 +1,103 @@
+r"""Fixed feature vectors from a pretrained encoder (the feature-based approach; google-research/bert's
+extract_features.py, one vector per text instead of JSON per token).
+
+  python -m bert_tf.extract_features --input_file=texts.csv --text_column=text \
+    --output_file=features.npy --pooling=mean --layers=-1,-2
+
+Each text becomes the concatenation, over --layers, of that layer's pooling ("cls": the [CLS] vector,
+"mean": the average of real tokens); --pooling=pooled gives BERT's pooler output. `.npy` holds a float32
+[texts, dims] array; `.parquet` holds the table's columns plus one column `features` of lists.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+from bert_tf import flags as bert_flags
+from bert_tf import tables
+from bert_tf.encoders.loading import encoder_info, load_savedmodel
+from bert_tf.errors import InputError, exits_cleanly_on_bad_input
+from bert_tf.model import pool
+from bert_tf.progress import Progress
+from bert_tf.tokenization import BertTextTokenizer, load_vocab, pack_inputs
+
+FLAGS = bert_flags.FLAGS
+
+
+def define_flags() -> None:
+    bert_flags.define_encoder_flags()
+    flags.DEFINE_string("input_file", None, "Table of texts (.tsv/.csv/.jsonl/.parquet, optionally .gz).")
+    flags.DEFINE_string("text_column", "text", "Column holding the text.")
+    flags.DEFINE_string("output_file", None, "Where to write the vectors: .npy or .parquet.")
+    flags.DEFINE_enum("pooling", "mean", ["cls", "mean", "pooled"], "How a layer's token vectors become one.")
+    flags.DEFINE_list("layers", ["-1"], "Encoder layers to pool and concatenate (-1 = last).")
+    flags.DEFINE_integer("max_seq_length", 128, "Tokens per text; longer texts are truncated.")
+    flags.DEFINE_integer("batch_size", 64, "Texts per forward pass.")
+
+
+def extract(texts: list[str], encoder, tokenizer: BertTextTokenizer, pooling: str, layers: list[int],
+            max_seq_length: int, batch_size: int) -> np.ndarray:
+    """[texts, dims] float32 features."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def features_of(batch):
+        inputs = pack_inputs([tokenizer.tokenize(batch)], max_seq_length, tokenizer.cls_id, tokenizer.sep_id,
+                             tokenizer.pad_id)
+        outputs = encoder(inputs, training=False)
+        if pooling == "pooled":
+            return outputs["pooled_output"]
+        encoder_outputs = outputs["encoder_outputs"]
+        return tf.concat([pool({"sequence_output": encoder_outputs[i]}, inputs["input_mask"], pooling) for i in layers],
+                         axis=-1)
+
+    vectors = []
+    with Progress(len(texts), "texts") as progress:
+        for start in range(0, len(texts), batch_size):
+            batch = texts[start:start + batch_size]
+            vectors.append(features_of(tf.constant(batch)).numpy())
+            progress.update(len(batch))
+    return np.concatenate(vectors).astype(np.float32)
+
+
+@exits_cleanly_on_bad_input
+def main(argv):
+    if len(argv) > 1:
+        raise InputError(f"unexpected argument '{argv[1]}'", hint="flags take the form --name=value")
+    for name in ("input_file", "output_file"):
+        if not FLAGS[name].value:
+            raise InputError("is required", flag=name)
+    suffix = os.path.splitext(FLAGS.output_file)[1]
+    if suffix not in (".npy", ".parquet"):
+        raise InputError("must end in .npy or .parquet", flag="output_file")
+    try:
+        layers = [int(layer) for layer in FLAGS.layers]
+    except ValueError:
+        raise InputError(f"'{','.join(FLAGS.layers)}' is not a list of layer numbers", flag="layers") from None
+    table = tables.read_text_table(FLAGS.input_file, FLAGS.text_column, [], labels_required=False)
+    info = encoder_info(FLAGS.encoder)
+    encoder = load_savedmodel(info.handles.encoder)
+    num_layers = len(encoder.__call__.concrete_functions[0].structured_outputs["encoder_outputs"])
+    if any(not -num_layers <= layer < num_layers for layer in layers):
+        raise InputError(f"the encoder has {num_layers} layers", flag="layers", hint=f"use -{num_layers}..{num_layers - 1}")
+    lower = info.do_lower_case if FLAGS.do_lower_case is None else FLAGS.do_lower_case
+    tokenizer = BertTextTokenizer(load_vocab(FLAGS.vocab_file or info.vocab_file), lower)
+    vectors = extract(table.texts, encoder, tokenizer, FLAGS.pooling, layers, FLAGS.max_seq_length, FLAGS.batch_size)
+    temp = FLAGS.output_file + ".tmp" + suffix
+    if suffix == ".npy":
+        np.save(temp, vectors)
+    else:
+        import pandas as pd
+
+        pd.DataFrame({"example_id": table.example_ids, FLAGS.text_column: table.texts, "features": list(vectors)}
+                     ).to_parquet(temp)
+    os.replace(temp, FLAGS.output_file)
+    print(f"Wrote {vectors.shape[0]} × {vectors.shape[1]} features to {FLAGS.output_file}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
