@@ -21,7 +21,6 @@ import numpy as np
 import tensorflow as tf
 
 from bert_tf.errors import InputError
-from bert_tf.labels import LabelSpace
 from bert_tf.tokenization import BertTextTokenizer, count_truncated, pack_inputs
 
 SPLIT_FILES = {"train": "train.tf_record", "dev": "eval.tf_record", "test": "predict.tf_record"}
@@ -179,10 +178,6 @@ def read_metadata(data_dir: str) -> dict:
         raise InputError(f"no {METADATA_FILE} here", file=data_dir, flag="data_dir", hint="write the records with `python -m bert_tf.create_tfrecords` (or `make tfrecords`)")
     with tf.io.gfile.GFile(path, "r") as f:
         return json.load(f)
-
-
-def label_space_of(metadata: dict) -> LabelSpace:
-    return LabelSpace(metadata["task_type"], tuple(metadata["label_names"]))
 
 
 def feature_spec(metadata: dict) -> dict[str, tf.io.FixedLenFeature]:
