@@ -75,8 +75,28 @@ def check_max_seq_length(max_seq_length: int, max_positions: int, num_segments: 
         )
 
 
+def window_stride(long_document: str, doc_stride: int | None, max_seq_length: int, paired: bool) -> int | None:
+    """Tokens between window starts for --long_document=sliding_window; None when documents are truncated."""
+    if long_document == "truncate":
+        if doc_stride is not None:
+            raise InputError("applies only with --long_document=sliding_window", flag="doc_stride")
+        return None
+    if paired:
+        raise InputError("sliding windows cut single texts, not sentence pairs", flag="long_document",
+                         hint="drop --text_b_column, or use --long_document=truncate")
+    from bert_tf.long_documents import default_stride
+    from bert_tf.tokenization import num_special_tokens
+
+    window = max_seq_length - num_special_tokens(1)
+    stride = default_stride(window) if doc_stride is None else doc_stride
+    if not 1 <= stride <= window:
+        raise InputError(f"{stride} is out of range", flag="doc_stride",
+                         hint=f"use 1..{window} (a window holds max_seq_length - 2 = {window} tokens)")
+    return stride
+
+
 def create_tfrecords(splits: dict[str, tables.TextTable], task_type: str, output_dir: str, max_seq_length: int,
-                     max_examples_per_file: int) -> dict:
+                     max_examples_per_file: int, long_document: str = "truncate", doc_stride: int | None = None) -> dict:
     """Checks every split, then writes records and metadata.json to output_dir; returns the metadata."""
     if "train" not in splits:
         raise InputError("a train split is required", flag="train_file")
@@ -92,32 +112,37 @@ def create_tfrecords(splits: dict[str, tables.TextTable], task_type: str, output
 
     vocab_file, lower_case, max_positions, encoder = vocab_and_casing()
     check_max_seq_length(max_seq_length, max_positions, 2 if paired else 1)
+    stride = window_stride(long_document, doc_stride, max_seq_length, paired)
     vocab = load_vocab(vocab_file)
-    example_writer = tfrecords.ExampleWriter(BertTextTokenizer(vocab, lower_case), max_seq_length, paired)
+    example_writer = tfrecords.ExampleWriter(BertTextTokenizer(vocab, lower_case), max_seq_length, paired, stride)
 
     try:
         staging = tfrecords.staging_dir(output_dir)
     except OSError as error:
         raise InputError(f"cannot write here ({error.strerror})", file=output_dir, flag="output_dir") from None
     try:
-        truncated, files = {}, {}
+        truncated, files, records = {}, {}, {}
         started = time.time()
         for split, table in splits.items():
-            paths = tfrecords.shard_paths(staging, split, len(table), max_examples_per_file)
             with Progress(len(table), f"{split} examples") as progress:
-                truncated[split] = example_writer.write(
-                    table, label_ids[split], paths, max_examples_per_file, progress, keep_text=split == "test"
+                paths, records[split], truncated[split] = example_writer.write(
+                    table, label_ids[split], staging, split, max_examples_per_file, progress, keep_text=split == "test"
                 )
             files[split] = [os.path.basename(p) for p in paths]
-        logging.info("Wrote %d examples in %.1fs", sum(map(len, splits.values())), time.time() - started)
+        logging.info("Wrote %d records in %.1fs", sum(records.values()), time.time() - started)
         metadata = {
             "task_type": label_space.task_type,
             "num_labels": label_space.num_labels,
             "label_names": list(label_space.names),
             "max_seq_length": max_seq_length,
-            "train_data_size": len(splits["train"]),
-            "eval_data_size": len(splits["dev"]) if "dev" in splits else 0,
-            "test_data_size": len(splits["test"]) if "test" in splits else 0,
+            # *_data_size count records (what a training step or an eval batch consumes): windows, when
+            # documents are cut into windows; "documents" counts the table rows they came from.
+            "train_data_size": records["train"],
+            "eval_data_size": records.get("dev", 0),
+            "test_data_size": records.get("test", 0),
+            "documents": {split: len(table) for split, table in splits.items()},
+            "long_document": long_document,
+            "doc_stride": stride,
             "test_has_labels": "test" in splits and splits["test"].labels is not None,
             "paired": paired,
             "text_column": FLAGS.text_column,
@@ -145,13 +170,18 @@ def main(argv):
     if not FLAGS.output_dir:
         raise InputError("say where to write the records", flag="output_dir")
     splits = read_splits()
-    metadata = create_tfrecords(splits, FLAGS.task_type, FLAGS.output_dir, FLAGS.max_seq_length, FLAGS.max_examples_per_file)
+    metadata = create_tfrecords(splits, FLAGS.task_type, FLAGS.output_dir, FLAGS.max_seq_length,
+                                FLAGS.max_examples_per_file, FLAGS.long_document, FLAGS.doc_stride)
     for split, count in metadata["truncated_examples"].items():
         if count:
-            logging.info("%s: %d of %d examples were longer than %d tokens and truncated", split, count,
-                         len(splits[split]), metadata["max_seq_length"])
+            logging.info("%s: %d of %d examples were longer than %d tokens and truncated (see --long_document)",
+                         split, count, len(splits[split]), metadata["max_seq_length"])
     print(f"Wrote {', '.join(f'{len(t)} {s}' for s, t in splits.items())} examples "
           f"({metadata['task_type']}, {metadata['num_labels']} labels) to {FLAGS.output_dir}")
+    if metadata["long_document"] == "sliding_window":
+        split_sizes = {"train": "train_data_size", "dev": "eval_data_size", "test": "test_data_size"}
+        print(f"as {', '.join(f'{metadata[split_sizes[s]]} {s}' for s in splits)} windows of "
+              f"{metadata['max_seq_length']} tokens, {metadata['doc_stride']} apart")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Files (google-research/bert's names and formats where it had them):
   eval_results.txt    `key = value` lines, sorted
   eval_metrics.json   the same as JSON, plus the per-class report
   classification_report.txt, confusion_matrix.png (single-label tasks)
+  label_report.txt    per-label support, threshold, precision, recall, F1 and ROC AUC (multi-label tasks)
   test_results.tsv    one line per test example, tab-separated class probabilities in label order, no header
   predictions.tsv     example id, predicted label, its probability, text (with a header)
 """
@@ -22,38 +23,48 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from bert_tf import tfrecords
+from bert_tf.errors import InputError
 from bert_tf.files import atomic_write
+from bert_tf.long_documents import aggregate
 from bert_tf.model import per_example_loss, probabilities
+
+THRESHOLDS_FILE = "thresholds.json"
 
 
 @dataclasses.dataclass
 class Predictions:
-    """Real (non-padding) examples of a split, in file order."""
+    """Real (non-padding) examples of a split, in file order: one per document when records are windows."""
 
     example_ids: np.ndarray
     labels: np.ndarray
     probabilities: np.ndarray
     losses: np.ndarray
+    windows: np.ndarray | None = None  # windows per document (sliding-window records)
 
 
 class Predictor:
     """Runs the model over every example of a split on all replicas and gathers the results on each worker.
 
-    One Predictor per model: its step function is traced once and reused for every split and epoch.
+    One Predictor per model: its step function is traced once and reused for every split and epoch. Records
+    written with --long_document=sliding_window are windows; their predictions are aggregated per document
+    (long_documents.aggregate, by `aggregation`), so every metric and result file counts documents.
     """
 
     def __init__(self, strategy: tf.distribute.Strategy, model: keras.Model, metadata: dict, global_batch_size: int,
-                 trim_padding: bool = True):
+                 trim_padding: bool = True, aggregation: str = "mean"):
         self.strategy, self.metadata, self.global_batch_size = strategy, metadata, global_batch_size
+        self.aggregation = aggregation
         task_type = metadata["task_type"]
 
         def replica_fn(features):
-            logits = model(tfrecords.model_inputs(features, trim_padding), training=False)
+            logits = tf.cast(model(tfrecords.model_inputs(features, trim_padding), training=False), tf.float32)
             return {
-                "probabilities": probabilities(tf.cast(logits, tf.float32), task_type),
+                "logits": logits,
+                "probabilities": probabilities(logits, task_type),
                 "losses": per_example_loss(features["label_ids"], logits, task_type),
                 "labels": features["label_ids"],
                 "example_id": features["example_id"],
+                "window_index": features["window_index"],
                 "is_real": features["is_real_example"],
             }
 
@@ -72,14 +83,22 @@ class Predictor:
         batches = [tf.nest.map_structure(lambda t: t.numpy(), self._step(iterator)) for _ in range(-(-size // batch_size))]
         merged = {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
         real = merged["is_real"] == 1
-        # Multi-worker sharding interleaves examples; the example id restores file order.
-        order = np.argsort(merged["example_id"][real], kind="stable")
-        return Predictions(
-            example_ids=merged["example_id"][real][order],
-            labels=merged["labels"][real][order],
-            probabilities=merged["probabilities"][real][order],
-            losses=merged["losses"][real][order],
-        )
+        # Multi-worker sharding interleaves examples; (example id, window) restores file order.
+        order = np.lexsort((merged["window_index"][real], merged["example_id"][real]))
+        merged = {key: value[real][order] for key, value in merged.items()}
+        if metadata.get("long_document") == "sliding_window":
+            return per_document(merged, metadata["task_type"], self.aggregation)
+        return Predictions(example_ids=merged["example_id"], labels=merged["labels"],
+                           probabilities=merged["probabilities"], losses=merged["losses"])
+
+
+def per_document(windows: dict[str, np.ndarray], task_type: str, aggregation: str) -> Predictions:
+    """Windows' outputs (sorted by example id) → one prediction per document; its loss is its windows' mean."""
+    example_ids, first, document = np.unique(windows["example_id"], return_index=True, return_inverse=True)
+    counts = np.bincount(document)
+    probs = aggregate(windows["logits"], document, len(example_ids), task_type, aggregation).numpy()
+    return Predictions(example_ids=example_ids, labels=windows["labels"][first], probabilities=probs,
+                       losses=np.bincount(document, weights=windows["losses"]) / counts, windows=counts)
 
 
 def primary_metric(task_type: str) -> str:
@@ -87,11 +106,17 @@ def primary_metric(task_type: str) -> str:
     return {"multiclass": "eval_accuracy", "multilabel": "eval_micro_f1", "regression": "eval_pearson"}[task_type]
 
 
-def compute_metrics(predictions: Predictions, metadata: dict) -> dict[str, float]:
-    """The task's metrics, with google-research/bert's `eval_` prefix."""
+def default_thresholds(metadata: dict) -> np.ndarray:
+    return np.full(metadata["num_labels"], 0.5)
+
+
+def compute_metrics(predictions: Predictions, metadata: dict, thresholds: np.ndarray | None = None) -> dict[str, float]:
+    """The task's metrics, with google-research/bert's `eval_` prefix (multi-label: at `thresholds`, default 0.5)."""
     task_type = metadata["task_type"]
     labels, probs = predictions.labels, predictions.probabilities
     result = {"eval_loss": float(np.mean(predictions.losses)), "eval_examples": int(len(labels))}
+    if predictions.windows is not None:
+        result["eval_windows"] = int(predictions.windows.sum())
     if task_type == "regression":
         scores = probs[:, 0]
         result["eval_mse"] = float(np.mean((scores - labels) ** 2))
@@ -99,13 +124,13 @@ def compute_metrics(predictions: Predictions, metadata: dict) -> dict[str, float
         result["eval_spearman"] = float(stats.spearmanr(scores, labels)[0])
         return result
     if task_type == "multilabel":
-        predicted = (probs >= 0.5).astype(int)
+        predicted = (probs >= (default_thresholds(metadata) if thresholds is None else thresholds)).astype(int)
         result["eval_micro_f1"] = float(skm.f1_score(labels, predicted, average="micro", zero_division=0))
         result["eval_macro_f1"] = float(skm.f1_score(labels, predicted, average="macro", zero_division=0))
         result["eval_exact_match"] = float(np.mean(np.all(predicted == labels, axis=1)))
-        present = labels.sum(axis=0) > 0
-        if present.any() and (~labels.astype(bool)).any(axis=0)[present].all():
-            result["eval_macro_auc"] = float(skm.roc_auc_score(labels[:, present], probs[:, present], average="macro"))
+        scorable = _has_both_classes(labels)
+        if scorable.any():
+            result["eval_macro_auc"] = float(skm.roc_auc_score(labels[:, scorable], probs[:, scorable], average="macro"))
         return result
     predicted = probs.argmax(axis=1)
     num_labels = probs.shape[1]
@@ -121,16 +146,77 @@ def compute_metrics(predictions: Predictions, metadata: dict) -> dict[str, float
     return result
 
 
+def _has_both_classes(labels: np.ndarray) -> np.ndarray:
+    """Labels that are on for some examples and off for others: the only ones a ROC AUC is defined for."""
+    positives = labels.sum(axis=0)
+    return (positives > 0) & (positives < len(labels))
+
+
+THRESHOLD_GRID = np.round(np.arange(1, 100) / 100, 2)  # 0.01 … 0.99, 0.5 exactly among them
+
+
+def tune_thresholds(predictions: Predictions, grid: np.ndarray = THRESHOLD_GRID) -> np.ndarray:
+    """Each label's threshold on the grid that maximises its F1 on these predictions (0.5 if it never occurs).
+
+    Rare labels of a multi-label task (GoEmotions' grief: 0.1% of examples) rarely reach 0.5 in a fine-tuned
+    model's probabilities, so at 0.5 they are never predicted and their F1 is 0; a lower threshold chosen on
+    dev recovers them. Ties go to the threshold closest to 0.5.
+    """
+    labels = predictions.labels.astype(bool)
+    predicted = predictions.probabilities[:, :, None] >= grid[None, None, :]  # [examples, labels, thresholds]
+    true_positives = np.sum(predicted & labels[:, :, None], axis=0)
+    f1 = 2 * true_positives / np.maximum(predicted.sum(axis=0) + labels.sum(axis=0)[:, None], 1)
+    closeness = -np.abs(grid - 0.5) * 1e-9
+    best = grid[np.argmax(f1 + closeness, axis=1)]
+    return np.where(labels.any(axis=0), best, 0.5)
+
+
+def save_thresholds(output_dir: str, thresholds: np.ndarray, metadata: dict) -> None:
+    content = {"label_names": list(metadata["label_names"]), "thresholds": [round(float(t), 4) for t in thresholds]}
+    atomic_write(os.path.join(output_dir, THRESHOLDS_FILE), json.dumps(content, indent=2) + "\n")
+
+
+def load_thresholds(output_dir: str, metadata: dict) -> np.ndarray | None:
+    """The thresholds saved with a run's model (None when it has none)."""
+    path = os.path.join(output_dir, THRESHOLDS_FILE)
+    if metadata["task_type"] != "multilabel" or not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        content = json.load(f)
+    if content.get("label_names") != list(metadata["label_names"]):
+        raise InputError("was tuned for other labels than the records'", file=path,
+                         hint="rerun with --do_eval --tune_thresholds, or delete it to use 0.5")
+    return np.asarray(content["thresholds"], np.float64)
+
+
+def label_report(predictions: Predictions, metadata: dict, thresholds: np.ndarray | None = None) -> tuple[str, dict]:
+    """Multi-label: per label its support, threshold, precision, recall, F1 and ROC AUC; as text and as a dict."""
+    names = metadata["label_names"]
+    thresholds = default_thresholds(metadata) if thresholds is None else thresholds
+    labels, probs = predictions.labels, predictions.probabilities
+    predicted = (probs >= thresholds).astype(int)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(labels, predicted, average=None, zero_division=0)
+    scorable = _has_both_classes(labels)
+    rows = {}
+    width = max(len(name) for name in names)
+    lines = [f"{'label':>{width}}  support  threshold  precision  recall      f1     auc\n"]
+    for j, name in enumerate(names):
+        auc = float(skm.roc_auc_score(labels[:, j], probs[:, j])) if scorable[j] else float("nan")
+        rows[name] = {"support": int(support[j]), "threshold": float(thresholds[j]), "precision": float(precision[j]),
+                      "recall": float(recall[j]), "f1": float(f1[j]), "auc": auc}
+        lines.append(f"{name:>{width}}  {support[j]:7d}  {thresholds[j]:9.2f}  {precision[j]:9.4f}  {recall[j]:6.4f}"
+                     f"  {f1[j]:6.4f}  {auc:6.4f}\n")
+    return "".join(lines), rows
+
+
 def results_text(result: dict) -> str:
     """google-research/bert's eval_results.txt: one `key = value` line per metric, sorted."""
     return "".join(f"{key} = {result[key]}\n" for key in sorted(result))
 
 
-def write_eval_results(output_dir: str, result: dict, predictions: Predictions, metadata: dict) -> str | None:
-    """eval_results.txt, eval_metrics.json, and for single-label tasks the report and confusion matrix.
-
-    Returns the classification report text (None for multi-label and regression).
-    """
+def write_eval_results(output_dir: str, result: dict, predictions: Predictions, metadata: dict,
+                       thresholds: np.ndarray | None = None) -> str | None:
+    """eval_results.txt, eval_metrics.json, and the per-class (per-label) report; returns the report text."""
     atomic_write(os.path.join(output_dir, "eval_results.txt"), results_text(result))
     report = None
     details = dict(result)
@@ -145,6 +231,9 @@ def write_eval_results(output_dir: str, result: dict, predictions: Predictions, 
         details["confusion_matrix"] = matrix.tolist()
         atomic_write(os.path.join(output_dir, "classification_report.txt"), report)
         atomic_write(os.path.join(output_dir, "confusion_matrix.png"), confusion_matrix_png(matrix, names))
+    elif metadata["task_type"] == "multilabel":
+        report, details["per_label"] = label_report(predictions, metadata, thresholds)
+        atomic_write(os.path.join(output_dir, "label_report.txt"), report)
     atomic_write(os.path.join(output_dir, "eval_metrics.json"), json.dumps(details, indent=2, sort_keys=True) + "\n")
     return report
 
@@ -171,19 +260,22 @@ def confusion_matrix_png(matrix: np.ndarray, names: list[str]) -> bytes:
     return buffer.getvalue()
 
 
-def write_predictions(output_dir: str, predictions: Predictions, metadata: dict, texts: list[str] | None) -> None:
+def write_predictions(output_dir: str, predictions: Predictions, metadata: dict, texts: list[str] | None,
+                      thresholds: np.ndarray | None = None) -> None:
     """test_results.tsv (google-research/bert's format) and predictions.tsv (readable, with the text)."""
     probs = predictions.probabilities
     atomic_write(os.path.join(output_dir, "test_results.tsv"),
                  "".join("\t".join(f"{p:.8f}" for p in row) + "\n" for row in probs))
     names = metadata["label_names"]
+    thresholds = default_thresholds(metadata) if thresholds is None else thresholds
     lines = ["example_id\tlabel\tprobability\ttext\n"]
     for index, (example_id, row) in enumerate(zip(predictions.example_ids, probs)):
         if metadata["task_type"] == "multiclass":
             label, probability = names[int(row.argmax())], float(row.max())
         elif metadata["task_type"] == "multilabel":
-            chosen = [names[j] for j in np.flatnonzero(row >= 0.5)]
-            label, probability = ",".join(chosen), float(row[row >= 0.5].min()) if chosen else float(row.max())
+            on = row >= thresholds
+            label = ",".join(names[j] for j in np.flatnonzero(on))
+            probability = float(row[on].min()) if on.any() else float(row.max())
         else:
             label, probability = f"{row[0]:.6f}", float("nan")
         text = texts[index] if texts is not None else ""

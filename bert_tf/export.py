@@ -6,23 +6,30 @@ served texts become exactly the ids the model was trained on. Loading it needs o
 
     model = tf.saved_model.load("OUT/export")
     model.signatures["serving_default"](text=tf.constant(["a fine film"]))  # {"probabilities", "label"}
+
+Records written with --long_document=sliding_window make an export that takes whole documents: it cuts them
+into the same windows in-graph and aggregates the windows' logits as run_classifier did. A multi-label
+export returns the labels at or over their thresholds (tuned on dev with --tune_thresholds, else 0.5).
 """
 
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from bert_tf.files import save_savedmodel
+from bert_tf.long_documents import aggregate, sliding_windows
 from bert_tf.model import probabilities
 from bert_tf.tfrecords import trim_to_longest
-from bert_tf.tokenization import BertTextTokenizer, load_vocab, pack_inputs
+from bert_tf.tokenization import BertTextTokenizer, load_vocab, num_special_tokens, pack_inputs
 
 
 class ServingModel(tf.Module):
     """Raw text (and text_b for pairs) → probabilities and the predicted label name(s)."""
 
-    def __init__(self, model: keras.Model, vocab_file: str, do_lower_case: bool, metadata: dict):
+    def __init__(self, model: keras.Model, vocab_file: str, do_lower_case: bool, metadata: dict,
+                 aggregation: str = "mean", thresholds: np.ndarray | None = None):
         super().__init__()
         self.model = model
         self.vocab_file = tf.saved_model.Asset(vocab_file)
@@ -31,17 +38,32 @@ class ServingModel(tf.Module):
         self._task_type = metadata["task_type"]
         self._label_names = list(metadata["label_names"])
         self._paired = bool(metadata.get("paired"))
+        self._window_stride = metadata.get("doc_stride") if metadata.get("long_document") == "sliding_window" else None
+        self._aggregation = aggregation
+        if thresholds is None:
+            thresholds = np.full(len(self._label_names), 0.5)
+        self._thresholds = tf.constant(thresholds, tf.float32)
+
+    def _probabilities(self, segments: list[tf.Tensor]) -> tf.Tensor:
+        t = self._tokenizer
+        tokens = [t.tokenize(s) for s in segments]
+        if not self._window_stride:
+            inputs = pack_inputs(tokens, self._seq_length, t.cls_id, t.sep_id, t.pad_id)
+            inputs = trim_to_longest(inputs)  # one short sentence need not pay for max_seq_length
+            return probabilities(tf.cast(self.model(inputs, training=False), tf.float32), self._task_type)
+        window = self._seq_length - num_special_tokens(1)
+        windows, document, _ = sliding_windows(tokens[0], window, self._window_stride)
+        inputs = trim_to_longest(pack_inputs([windows], self._seq_length, t.cls_id, t.sep_id, t.pad_id))
+        logits = self.model(inputs, training=False)
+        return aggregate(logits, document, tf.shape(segments[0])[0], self._task_type, self._aggregation)
 
     def _predict(self, segments: list[tf.Tensor]) -> dict[str, tf.Tensor]:
-        t = self._tokenizer
-        inputs = pack_inputs([t.tokenize(s) for s in segments], self._seq_length, t.cls_id, t.sep_id, t.pad_id)
-        inputs = trim_to_longest(inputs)  # one short sentence need not pay for max_seq_length
-        probs = probabilities(tf.cast(self.model(inputs, training=False), tf.float32), self._task_type)
+        probs = self._probabilities(segments)
         names = tf.constant(self._label_names)
         if self._task_type == "multiclass":
             label = tf.gather(names, tf.argmax(probs, axis=-1))
         elif self._task_type == "multilabel":
-            chosen = tf.ragged.boolean_mask(tf.broadcast_to(names, tf.shape(probs)), probs >= 0.5)
+            chosen = tf.ragged.boolean_mask(tf.broadcast_to(names, tf.shape(probs)), probs >= self._thresholds)
             label = tf.strings.reduce_join(chosen, axis=-1, separator=",")
         else:
             label = tf.strings.as_string(probs[:, 0])
@@ -56,7 +78,8 @@ class ServingModel(tf.Module):
         return fn.get_concrete_function(tf.TensorSpec([None], tf.string, name="text"))
 
 
-def export_classifier(model: keras.Model, vocab_file: str, do_lower_case: bool, metadata: dict, export_dir: str) -> str:
+def export_classifier(model: keras.Model, vocab_file: str, do_lower_case: bool, metadata: dict, export_dir: str,
+                      aggregation: str = "mean", thresholds: np.ndarray | None = None) -> str:
     """Writes the serving SavedModel to export_dir, via a temp dir renamed into place when complete."""
-    serving = ServingModel(model, vocab_file, do_lower_case, metadata)
+    serving = ServingModel(model, vocab_file, do_lower_case, metadata, aggregation, thresholds)
     return save_savedmodel(serving, export_dir, signatures={"serving_default": serving.signature()})

@@ -61,6 +61,13 @@ def define_tfrecord_flags() -> None:
     )
     flags.DEFINE_integer("max_seq_length", 128, "Tokens per example after WordPiece, [CLS] and [SEP]s included.")
     flags.DEFINE_integer("max_examples_per_file", 200_000, "Split larger splits into -NNNNN-of-NNNNN shards.")
+    flags.DEFINE_enum(
+        "long_document", "truncate", ["truncate", "sliding_window"],
+        "Texts longer than max_seq_length: keep their beginning (truncate), or cut them into overlapping windows, "
+        "each an example linked to its document, whose predictions run_classifier aggregates (sliding_window).",
+    )
+    flags.DEFINE_integer("doc_stride", None,
+                         "sliding_window: tokens between the starts of consecutive windows; default half a window.")
 
 
 @_once
@@ -81,6 +88,12 @@ def define_classifier_flags() -> None:
     flags.DEFINE_enum("pooling", "auto", ["auto", "pooled", "cls", "mean"],
                       "Encoder output the head reads; auto: mean for the default encoder, pooled otherwise.")
     flags.DEFINE_float("dropout_rate", 0.1, "Dropout before the classification head.")
+    flags.DEFINE_enum("aggregation", "mean", ["mean", "max", "vote"],
+                      "Records written with --long_document=sliding_window: how the windows' predictions make one "
+                      "per document (mean or max of the logits, or a majority vote).")
+    flags.DEFINE_boolean("tune_thresholds", False,
+                         "Multi-label: choose each label's threshold on dev to maximise its F1 (default 0.5); saved "
+                         "in thresholds.json and used by --do_predict and the export.")
     flags.DEFINE_boolean("freeze_encoder", False, "Train only the head (the feature-based approach).")
     flags.DEFINE_enum("distribution_strategy", "auto", ["auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu"],
                       "tf.distribute strategy; auto: TPU if --use_tpu, TF_CONFIG workers, all GPUs, or one CPU.")

@@ -49,7 +49,7 @@ def check_output_dir(output_dir: str, run: dict, overwrite: bool, chief: bool) -
     path = os.path.join(output_dir, RUN_FILE)
     if overwrite and chief:
         for name in tf.io.gfile.listdir(output_dir):
-            if name.startswith(("model.ckpt-", "checkpoint", RUN_FILE)) or name.rstrip("/") in ("best", "train", "eval"):
+            if name.startswith(("model.ckpt-", "checkpoint", RUN_FILE, evaluation.THRESHOLDS_FILE)) or name.rstrip("/") in ("best", "train", "eval"):
                 target = os.path.join(output_dir, name.rstrip("/"))
                 if tf.io.gfile.isdir(target):
                     tf.io.gfile.rmtree(target)
@@ -95,6 +95,14 @@ def main(argv):
         if wanted and not metadata.get(size):
             raise InputError(f"the records have no {split} split", file=FLAGS.data_dir,
                              flag="do_eval" if split == "dev" else "do_predict", hint=f"write them with --{split}_file")
+    if FLAGS.tune_thresholds and (metadata["task_type"] != "multilabel" or not FLAGS.do_eval):
+        raise InputError("tunes multi-label thresholds on dev: it needs multi-label records and --do_eval",
+                         flag="tune_thresholds")
+    windowed = metadata.get("long_document") == "sliding_window"
+    if windowed and FLAGS.aggregation == "vote" and metadata["task_type"] == "regression":
+        raise InputError("vote needs classes", flag="aggregation", hint="aggregate regression windows with mean or max")
+    if FLAGS["aggregation"].present and not windowed:
+        logging.warning("--aggregation applies only to records written with --long_document=sliding_window")
     # google-research/bert's --use_tpu alone selects the TPU; --tpu_name says which one.
     strategy_name = "tpu" if FLAGS.use_tpu else FLAGS.distribution_strategy
     strategy = distribution.make_strategy(strategy_name, FLAGS.num_gpus, FLAGS.tpu_name, FLAGS.tpu_zone,
@@ -131,12 +139,16 @@ def main(argv):
     check_output_dir(FLAGS.output_dir, run, FLAGS.overwrite_output_dir, chief)
     if chief:
         atomic_write(os.path.join(FLAGS.output_dir, RUN_FILE), json.dumps(run, indent=2) + "\n")
+        stale_thresholds = os.path.join(FLAGS.output_dir, evaluation.THRESHOLDS_FILE)
+        if FLAGS.do_train and tf.io.gfile.exists(stale_thresholds):  # tuned for the weights training replaces
+            tf.io.gfile.remove(stale_thresholds)
     total_steps = config.total_steps(metadata) if FLAGS.do_train else 1
     model, optimizer = build(strategy, info.handles.encoder, metadata, pooling, total_steps)
     trainer = Trainer(strategy, model, optimizer, metadata, config)
     if FLAGS.init_checkpoint and not trainer.restore_from.latest_checkpoint:
         tf.train.Checkpoint(model=model).restore(FLAGS.init_checkpoint).expect_partial()
-    predictor = evaluation.Predictor(strategy, model, metadata, FLAGS.eval_batch_size, config.trim_padding)
+    predictor = evaluation.Predictor(strategy, model, metadata, FLAGS.eval_batch_size, config.trim_padding,
+                                     FLAGS.aggregation)
     keep_best = KeepBest(predictor, model, metadata, chief) if FLAGS.do_train and FLAGS.do_eval else None
     if FLAGS.do_train:
         try:
@@ -154,24 +166,34 @@ def main(argv):
             predictions = predictor.predict(FLAGS.data_dir, "dev")
             result = evaluation.compute_metrics(predictions, metadata)
             result["global_step"] = step
+        thresholds = None
+        if FLAGS.tune_thresholds:
+            thresholds = evaluation.tune_thresholds(predictions)
+            # Scored on the very examples they were tuned on: optimistic, hence the _tuned names; the test
+            # split's scores (--do_predict) are the honest figure.
+            tuned = evaluation.compute_metrics(predictions, metadata, thresholds)
+            result.update({f"{key}_tuned": tuned[key] for key in ("eval_micro_f1", "eval_macro_f1", "eval_exact_match")})
         if chief:
-            report = evaluation.write_eval_results(FLAGS.output_dir, result, predictions, metadata)
+            if thresholds is not None:
+                evaluation.save_thresholds(FLAGS.output_dir, thresholds, metadata)
+            report = evaluation.write_eval_results(FLAGS.output_dir, result, predictions, metadata, thresholds)
             write_eval_summaries(FLAGS.output_dir, result, step)
             print("***** Eval results *****")
             for key in sorted(result):
                 print(f"  {key} = {result[key]}")
             if report:
                 print(report)
+    thresholds = evaluation.load_thresholds(FLAGS.output_dir, metadata)
     if FLAGS.do_predict:
         predictions = predictor.predict(FLAGS.data_dir, "test")
         if chief:
             texts = tfrecords.read_texts(FLAGS.data_dir, "test")
-            evaluation.write_predictions(FLAGS.output_dir, predictions, metadata, texts)
+            evaluation.write_predictions(FLAGS.output_dir, predictions, metadata, texts, thresholds)
             print(f"Wrote {len(predictions.example_ids)} predictions to {os.path.join(FLAGS.output_dir, 'test_results.tsv')}")
             if metadata.get("test_has_labels"):
                 # The test split came with labels (BBC News, MRPC, …): score it too, in its own file.
                 result = {key.replace("eval_", "test_", 1): value
-                          for key, value in evaluation.compute_metrics(predictions, metadata).items()}
+                          for key, value in evaluation.compute_metrics(predictions, metadata, thresholds).items()}
                 result["global_step"] = step
                 atomic_write(os.path.join(FLAGS.output_dir, "test_eval_results.txt"), evaluation.results_text(result))
                 print("***** Test results *****")
@@ -182,7 +204,8 @@ def main(argv):
 
         lower = info.do_lower_case if FLAGS.do_lower_case is None else FLAGS.do_lower_case
         vocab = FLAGS.vocab_file or info.vocab_file
-        path = export_classifier(model, vocab, lower, metadata, os.path.join(FLAGS.output_dir, "export"))
+        path = export_classifier(model, vocab, lower, metadata, os.path.join(FLAGS.output_dir, "export"),
+                                 FLAGS.aggregation, thresholds)
         print(f"Exported the serving SavedModel to {path}")
     print(f"TensorBoard: tensorboard --logdir {FLAGS.output_dir}")
 

@@ -7,6 +7,8 @@ Features of every record:
   is_real_example                      int64 []  (0 for the padding rows added for fixed-size eval batches)
   example_id                           int64 []  (the example's row in its source file)
   weight                               float []  (1.0; per-example loss weight)
+  window_index                         int64 []  (--long_document=sliding_window: the window's place in its
+                                                  document, whose row is example_id; 0 otherwise)
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import numpy as np
 import tensorflow as tf
 
 from bert_tf.errors import InputError
-from bert_tf.tokenization import BertTextTokenizer, count_truncated, pack_inputs
+from bert_tf.long_documents import sliding_windows
+from bert_tf.tokenization import BertTextTokenizer, count_truncated, num_special_tokens, pack_inputs
 
 SPLIT_FILES = {"train": "train.tf_record", "dev": "eval.tf_record", "test": "predict.tf_record"}
 METADATA_FILE = "metadata.json"
@@ -73,59 +76,74 @@ def serialize_examples(features: dict[str, tf.Tensor]) -> tf.Tensor:
     return _encode("tensorflow.Example", ["features"], [feature_map[:, None]], tf.ones([batch, 1], tf.int32))
 
 
-def shard_paths(directory: str, split: str, num_examples: int, max_examples_per_file: int) -> list[str]:
+def shard_paths(directory: str, split: str, num_records: int, max_records_per_file: int) -> list[str]:
     base = os.path.join(directory, SPLIT_FILES[split])
-    num_shards = max(1, -(-num_examples // max_examples_per_file))
+    num_shards = max(1, -(-num_records // max_records_per_file))
     if num_shards == 1:
         return [base]
     return [f"{base}-{i:05d}-of-{num_shards:05d}" for i in range(num_shards)]
 
 
 class ExampleWriter:
-    """Tokenizes, packs and serializes tables of examples into TFRecord files, a batch at a time, in-graph."""
+    """Tokenizes, packs and serializes tables of examples into TFRecord files, a batch at a time, in-graph.
+
+    With a window_stride, each text becomes one record per sliding window (long_documents.py) instead of
+    one truncated record; the windows share their document's example_id and label.
+    """
 
     BATCH_SIZE = 2048
 
-    def __init__(self, tokenizer: BertTextTokenizer, max_seq_length: int, paired: bool):
+    def __init__(self, tokenizer: BertTextTokenizer, max_seq_length: int, paired: bool, window_stride: int | None = None):
         self.tokenizer = tokenizer
         self.max_seq_length = max_seq_length
         self.paired = paired
+        self.window_stride = window_stride
         self._encoders = {}
 
     def _encoder(self, label_ids: np.ndarray, keep_text: bool):
         """The tf.function for this label shape; traced once (a signature with a free batch size)."""
         key = (label_ids.dtype.str, label_ids.shape[1:], keep_text)
         if key not in self._encoders:
-            t, length, paired = self.tokenizer, self.max_seq_length, self.paired
+            t, length, paired, stride = self.tokenizer, self.max_seq_length, self.paired, self.window_stride
             label_spec = tf.TensorSpec([None, *label_ids.shape[1:]], tf.as_dtype(label_ids.dtype))
             strings = tf.TensorSpec([None], tf.string)
 
             @tf.function(input_signature=[strings, strings, label_spec, tf.TensorSpec([None], tf.int64)])
             def encode(texts, texts_b, labels, example_ids):
                 segments = [t.tokenize(texts)] + ([t.tokenize(texts_b)] if paired else [])
+                if stride:
+                    windows, document, window_index = sliding_windows(segments[0], length - num_special_tokens(1), stride)
+                    segments, truncated = [windows], tf.constant(0)
+                    labels, example_ids = tf.gather(labels, document), tf.gather(example_ids, document)
+                    # Only a document's first window keeps its text: the rest would repeat it.
+                    texts = tf.where(window_index == 0, tf.gather(texts, document), "")
+                else:
+                    window_index = tf.zeros_like(example_ids)
+                    truncated = tf.reduce_sum(tf.cast(count_truncated(segments, length), tf.int32))
                 packed = pack_inputs(segments, length, t.cls_id, t.sep_id, t.pad_id)
-                batch = tf.shape(texts)[0]
+                count = tf.shape(labels)[0]
                 features = {
                     "input_ids": packed["input_word_ids"],
                     "input_mask": packed["input_mask"],
                     "segment_ids": packed["input_type_ids"],
                     "label_ids": labels,
-                    "is_real_example": tf.ones([batch], tf.int64),
+                    "is_real_example": tf.ones([count], tf.int64),
                     "example_id": example_ids,
-                    "weight": tf.ones([batch], tf.float32),
+                    "weight": tf.ones([count], tf.float32),
+                    "window_index": window_index,
                 }
                 if keep_text:  # the test split keeps its text, so predictions can show it
                     features["text"] = texts
                     if paired:
                         features["text_b"] = texts_b
-                truncated = tf.reduce_sum(tf.cast(count_truncated(segments, length), tf.int32))
                 return serialize_examples(features), truncated
 
             self._encoders[key] = encode
         return self._encoders[key]
 
-    def write(self, table, label_ids: np.ndarray, paths: list[str], per_file: int, progress, keep_text: bool) -> int:
-        """Writes one split (a tables.TextTable) across `paths`; returns how many examples were truncated."""
+    def write(self, table, label_ids: np.ndarray, directory: str, split: str, per_file: int, progress,
+              keep_text: bool) -> tuple[list[str], int, int]:
+        """Writes one split (a tables.TextTable) into directory; returns (paths, records written, truncated)."""
         encode = self._encoder(label_ids, keep_text)
         texts_b = table.texts_b if table.texts_b is not None else [""] * len(table)
         example_ids = np.asarray(table.example_ids, np.int64)
@@ -140,30 +158,43 @@ class ExampleWriter:
                     tf.constant(label_ids[start:stop]), tf.constant(example_ids[start:stop]),
                 )
                 truncated += int(num_truncated)
-                progress.update(len(serialized))
+                progress.update(min(stop, len(table)) - start)
                 yield serialized.numpy()
 
-        write_records(paths, batches(), per_file)
-        return truncated
+        paths, written = write_records(directory, split, batches(), per_file)
+        return paths, written, truncated
 
 
-def write_records(paths: list[str], serialized_batches: Iterable[np.ndarray], per_file: int) -> int:
-    """Writes serialized examples across `paths`, `per_file` to a file; returns how many were written."""
+def write_records(directory: str, split: str, serialized_batches: Iterable[np.ndarray], per_file: int
+                  ) -> tuple[list[str], int]:
+    """Writes serialized examples into a split's files in directory, per_file to a file.
+
+    The number of records is known only at the end (a document may make several windows), so shards are
+    written under provisional names and renamed to -NNNNN-of-NNNNN once complete. Returns (paths, count).
+    """
     written = 0
     writer = None
+    provisional = []
     try:
         for batch in serialized_batches:
             for record in batch:
                 if written % per_file == 0:
                     if writer is not None:
                         writer.close()
-                    writer = tf.io.TFRecordWriter(paths[written // per_file])
+                    provisional.append(os.path.join(directory, f".{SPLIT_FILES[split]}-{len(provisional):05d}"))
+                    writer = tf.io.TFRecordWriter(provisional[-1])
                 writer.write(record)
                 written += 1
     finally:
         if writer is not None:
             writer.close()
-    return written
+    if not provisional:  # an empty split still gets its (empty) file
+        provisional.append(os.path.join(directory, f".{SPLIT_FILES[split]}-00000"))
+        tf.io.TFRecordWriter(provisional[0]).close()
+    paths = shard_paths(directory, split, written, per_file)
+    for source, target in zip(provisional, paths):
+        os.replace(source, target)
+    return paths, written
 
 
 def write_metadata(directory: str, metadata: dict) -> None:
@@ -195,6 +226,7 @@ def feature_spec(metadata: dict) -> dict[str, tf.io.FixedLenFeature]:
         is_real_example=tf.io.FixedLenFeature([], tf.int64),
         example_id=tf.io.FixedLenFeature([], tf.int64),
         weight=tf.io.FixedLenFeature([], tf.float32, default_value=1.0),
+        window_index=tf.io.FixedLenFeature([], tf.int64, default_value=0),
     )
     return spec
 
@@ -218,11 +250,17 @@ def iterate_numpy(data_dir: str, split: str, metadata: dict, batch_size: int = 1
 
 
 def read_texts(data_dir: str, split: str) -> list[str] | None:
-    """The raw texts kept in a split's records (the test split keeps them), in file order; None if absent."""
+    """The raw texts kept in a split's records (the test split keeps them), one per document in file order.
+
+    None if the records hold no text.
+    """
     texts = []
-    spec = {"text": tf.io.FixedLenFeature([], tf.string, default_value="")}
+    spec = {"text": tf.io.FixedLenFeature([], tf.string, default_value=""),
+            "window_index": tf.io.FixedLenFeature([], tf.int64, default_value=0)}
     for serialized in tf.data.TFRecordDataset(split_files(data_dir, split)).batch(4096):
-        texts.extend(t.decode("utf-8") for t in tf.io.parse_example(serialized, spec)["text"].numpy())
+        parsed = tf.io.parse_example(serialized, spec)
+        first_windows = parsed["text"].numpy()[parsed["window_index"].numpy() == 0]
+        texts.extend(t.decode("utf-8") for t in first_windows)
     return texts if any(texts) else None
 
 

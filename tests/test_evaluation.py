@@ -1,0 +1,173 @@
+"""Metrics against independent computations, multi-label thresholds tuned on dev, and the per-label report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+from test_run_classifier import run_classifier
+
+from bert_tf import evaluation
+from bert_tf.errors import InputError
+from bert_tf.evaluation import Predictions
+
+
+def rank_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney U statistic: the share of (positive, negative) pairs ranked right, ties ½."""
+    positives, negatives = scores[labels == 1], scores[labels == 0]
+    wins = (positives[:, None] > negatives[None, :]).sum() + 0.5 * (positives[:, None] == negatives[None, :]).sum()
+    return wins / (len(positives) * len(negatives))
+
+
+def f1(labels: np.ndarray, predicted: np.ndarray) -> float:
+    true_positives = np.sum(labels & predicted)
+    return 2 * true_positives / max(labels.sum() + predicted.sum(), 1)
+
+
+def multilabel_predictions(seed: int = 0, examples: int = 200, labels: int = 5) -> Predictions:
+    rng = np.random.default_rng(seed)
+    truth = (rng.random((examples, labels)) < [0.5, 0.2, 0.05, 0.3, 0.1]).astype(np.int32)
+    truth[:, 4] = 0  # a label dev never shows
+    # Informative but shifted probabilities: positives sit around 0.35, so 0.5 misses many of them.
+    probs = np.clip(0.12 + 0.25 * truth + rng.normal(0, 0.12, truth.shape), 0, 1).astype(np.float32)
+    return Predictions(np.arange(examples), truth, probs, rng.random(examples))
+
+
+METADATA = {"task_type": "multilabel", "num_labels": 5, "label_names": ["a", "b", "c", "d", "e"]}
+
+
+def test_multilabel_metrics_match_hand_computation():
+    predictions = multilabel_predictions()
+    result = evaluation.compute_metrics(predictions, METADATA)
+    truth, predicted = predictions.labels.astype(bool), predictions.probabilities >= 0.5
+    assert result["eval_micro_f1"] == pytest.approx(f1(truth, predicted))
+    per_label = [f1(truth[:, j], predicted[:, j]) for j in range(5)]
+    assert result["eval_macro_f1"] == pytest.approx(np.mean(per_label))
+    assert result["eval_exact_match"] == pytest.approx(np.mean(np.all(truth == predicted, axis=1)))
+    # Macro AUC over the labels that occur (label e never does: its AUC is undefined).
+    aucs = [rank_auc(truth[:, j], predictions.probabilities[:, j]) for j in range(4)]
+    assert result["eval_macro_auc"] == pytest.approx(np.mean(aucs))
+
+
+def test_multiclass_and_regression_metrics_match_hand_computation():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 300)
+    probs = np.clip(0.3 * labels + rng.random(300) * 0.7, 0, 1)
+    predictions = Predictions(np.arange(300), labels, np.stack([1 - probs, probs], 1), np.zeros(300))
+    result = evaluation.compute_metrics(predictions, {"task_type": "multiclass", "num_labels": 2})
+    predicted = probs > 0.5
+    tp, tn = np.sum(predicted & (labels == 1)), np.sum(~predicted & (labels == 0))
+    fp, fn = np.sum(predicted & (labels == 0)), np.sum(~predicted & (labels == 1))
+    assert result["eval_accuracy"] == pytest.approx((tp + tn) / 300)
+    assert result["eval_f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert result["eval_mcc"] == pytest.approx((tp * tn - fp * fn) / np.sqrt(float((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))))
+    assert result["eval_auc"] == pytest.approx(rank_auc(labels, probs))
+
+    scores = rng.normal(size=100)
+    targets = scores + rng.normal(size=100)
+    result = evaluation.compute_metrics(Predictions(np.arange(100), targets, scores[:, None], np.zeros(100)),
+                                        {"task_type": "regression", "num_labels": 1})
+    assert result["eval_pearson"] == pytest.approx(np.corrcoef(scores, targets)[0, 1])
+    assert result["eval_mse"] == pytest.approx(np.mean((scores - targets) ** 2))
+
+
+def test_tuned_thresholds_maximise_each_labels_f1():
+    predictions = multilabel_predictions()
+    thresholds = evaluation.tune_thresholds(predictions)
+    grid = np.round(np.arange(1, 100) / 100, 2)
+    truth = predictions.labels
+    for j in range(4):
+        scores = [skm.f1_score(truth[:, j], predictions.probabilities[:, j] >= t, zero_division=0) for t in grid]
+        best = max(scores)
+        assert skm.f1_score(truth[:, j], predictions.probabilities[:, j] >= thresholds[j]) == pytest.approx(best)
+        closest_best = min((abs(t - 0.5), t) for t, s in zip(grid, scores) if s == pytest.approx(best))[1]
+        assert thresholds[j] == pytest.approx(closest_best)
+    assert thresholds[4] == 0.5  # never seen on dev: left at the default
+    assert thresholds[1] < 0.5  # the shifted positives need a lower threshold
+    tuned = evaluation.compute_metrics(predictions, METADATA, thresholds)
+    assert tuned["eval_macro_f1"] > evaluation.compute_metrics(predictions, METADATA)["eval_macro_f1"]
+
+
+def test_label_report_has_each_labels_auc_and_threshold():
+    predictions = multilabel_predictions()
+    thresholds = np.array([0.3, 0.4, 0.5, 0.6, 0.5])
+    text, rows = evaluation.label_report(predictions, METADATA, thresholds)
+    for j, name in enumerate(METADATA["label_names"]):
+        row = rows[name]
+        assert row["threshold"] == thresholds[j]
+        assert row["support"] == predictions.labels[:, j].sum()
+        predicted = predictions.probabilities[:, j] >= thresholds[j]
+        assert row["f1"] == pytest.approx(f1(predictions.labels[:, j].astype(bool), predicted))
+        if j < 4:
+            assert row["auc"] == pytest.approx(rank_auc(predictions.labels[:, j], predictions.probabilities[:, j]))
+        else:
+            assert np.isnan(row["auc"])
+        assert text.splitlines()[j + 1].split()[0] == name
+
+
+def test_thresholds_round_trip_and_refuse_other_labels(tmp_path):
+    thresholds = np.array([0.31, 0.42, 0.5, 0.07, 0.5])
+    evaluation.save_thresholds(str(tmp_path), thresholds, METADATA)
+    np.testing.assert_allclose(evaluation.load_thresholds(str(tmp_path), METADATA), thresholds)
+    assert evaluation.load_thresholds(str(tmp_path), {**METADATA, "task_type": "multiclass"}) is None
+    with pytest.raises(InputError, match="thresholds.json: was tuned for other labels"):
+        evaluation.load_thresholds(str(tmp_path), {**METADATA, "label_names": ["a", "b", "c", "d", "f"]})
+
+
+# --- Multi-label end to end ---------------------------------------------------------------------------------
+def emotion_rows(count: int, seed: int) -> list[tuple[str, str]]:
+    """Toy multi-label: 'happy' if a positive word, 'angry' if a negative one, 'cinema' if film/movie."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(count):
+        words = list(rng.choice(["good", "love", "bad", "hate", "film", "movie", "plot", "the", "was"], size=5))
+        labels = [name for name, cue in (("happy", {"good", "love"}), ("angry", {"bad", "hate"}),
+                                          ("cinema", {"film", "movie"})) if cue & set(words)]
+        rows.append((" ".join(words), ",".join(labels)))
+    return rows
+
+
+def test_multilabel_thresholds_tuned_on_dev_serve_with_the_model(tmp_path, tiny_encoder):
+    from conftest import write_csv
+
+    paths = {split: write_csv(str(tmp_path / f"{split}.csv"), emotion_rows(n, seed))
+             for split, n, seed in (("train", 64, 1), ("dev", 32, 2), ("test", 12, 3))}
+    records = str(tmp_path / "records")
+    subprocess.run([sys.executable, "-m", "bert_tf.create_tfrecords", f"--train_file={paths['train']}",
+                    f"--dev_file={paths['dev']}", f"--test_file={paths['test']}", "--text_column=text",
+                    "--label_column=label", "--task_type=multilabel", f"--encoder={tiny_encoder}",
+                    "--max_seq_length=12", f"--output_dir={records}"], check=True, capture_output=True)
+    out = str(tmp_path / "run")
+    run_classifier(records, tiny_encoder, out, "--num_train_epochs=2", "--do_train", "--do_eval", "--do_predict",
+                   "--do_export", "--tune_thresholds")
+
+    saved = json.load(open(os.path.join(out, "thresholds.json")))
+    names, thresholds = saved["label_names"], np.array(saved["thresholds"])
+    assert names == ["angry", "cinema", "happy"]
+    results = dict(line.split(" = ") for line in open(os.path.join(out, "eval_results.txt")).read().splitlines())
+    assert float(results["eval_macro_f1_tuned"]) >= float(results["eval_macro_f1"])
+    report = open(os.path.join(out, "label_report.txt")).read().splitlines()
+    assert [line.split()[0] for line in report[1:]] == names
+    assert [float(line.split()[2]) for line in report[1:]] == pytest.approx(thresholds, abs=0.005)
+
+    probs = np.loadtxt(os.path.join(out, "test_results.tsv"), delimiter="\t")
+    expected = [",".join(n for n, on in zip(names, row >= thresholds) if on) for row in probs]
+    written = [line.split("\t")[1] for line in open(os.path.join(out, "predictions.tsv")).read().splitlines()[1:]]
+    assert written == expected
+    script = (
+        "import json, tensorflow as tf, tensorflow_text\n"
+        f"serve = tf.saved_model.load({os.path.join(out, 'export')!r}).signatures['serving_default']\n"
+        f"texts = {[text for text, _ in emotion_rows(12, 3)]!r}\n"
+        "print(json.dumps([x.decode() for x in serve(text=tf.constant(texts))['label'].numpy()]))\n"
+    )
+    served = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(served.stdout.strip().splitlines()[-1]) == expected
+
+    # Retraining replaces the weights the thresholds were tuned for: they go with them.
+    run_classifier(records, tiny_encoder, out, "--num_train_epochs=3", "--do_train")
+    assert not os.path.exists(os.path.join(out, "thresholds.json"))
