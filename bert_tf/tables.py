@@ -6,6 +6,7 @@ its file) after checking what a user can get wrong, with one `InputError` naming
 
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
 import gzip
@@ -27,7 +28,7 @@ TABLE_SUFFIXES = (".tsv", ".csv", ".jsonl", ".parquet")
 class TextTable:
     """One split of a dataset, as read from its file.
 
-    `rows` are the 1-based line numbers users see in an editor (the header is row 1), used in error messages;
+    `rows` are the 1-based row numbers error messages give (see `read_dataframe`), one per example;
     `example_ids` the 0-based position of each example in its file (or corpus), carried into the records;
     `labels` holds the raw label cells, one list per label column (None when the file has no labels).
     """
@@ -63,13 +64,31 @@ def _read_bytes(path: str) -> bytes:
     return data
 
 
-def _decode(data: bytes, path: str) -> str:
+_BAD_BYTE = "\U0010fffd"  # a private-use character that marks where bytes that are not UTF-8 were
+codecs.register_error("bert_tf.mark_bad_bytes", lambda error: (_BAD_BYTE, error.end))
+
+
+def _decode(data: bytes, path: str, suffix: str, has_header: bool) -> str:
     try:
         return data.decode("utf-8-sig")  # also drops the BOM that MRPC and Excel exports start with
     except UnicodeDecodeError as error:
-        row = data[: error.start].count(b"\n") + 1
+        # Point at the record and column that hold the bad byte: parse the text with the byte marked. When
+        # even that fails, the physical line is the best we can say.
+        row, column = data[: error.start].count(b"\n") + 1, None
+        try:
+            frame = _parse(data.decode("utf-8-sig", errors="bert_tf.mark_bad_bytes"), path, suffix, has_header)
+        except (InputError, ValueError):
+            frame = None
+        if frame is not None and any(_BAD_BYTE in str(name) for name in frame.columns):
+            row, column = 1, None
+        elif frame is not None:
+            for name in frame.columns:
+                marked = frame.index[frame[name].astype(str).str.contains(_BAD_BYTE, regex=False)]
+                if len(marked) and (column is None or marked[0] < row):
+                    row, column = int(marked[0]), str(name)
         raise InputError(
-            f"byte {data[error.start]:#04x} is not UTF-8", file=path, row=row, hint="re-save the file as UTF-8"
+            f"byte {data[error.start]:#04x} is not UTF-8", file=path, row=row, column=column,
+            hint="re-save the file as UTF-8",
         ) from None
 
 
@@ -77,7 +96,13 @@ def read_dataframe(path: str, has_header: bool = True) -> pd.DataFrame:
     """Reads a table file into a DataFrame of strings (no type guessing: '1.0', 'NA' and '' stay as written).
 
     TSVs are read with quoting off, as google-research/bert does: GLUE's TSVs hold unbalanced `"` characters,
-    and a quote-aware reader silently merges the rows between two of them.
+    and a quote-aware reader silently merges the rows between two of them. CSVs are quote-aware: a quoted field
+    may hold commas, tabs, doubled quotes ("") and newlines.
+
+    The frame's index is each row's number as error messages give it. In a CSV/TSV a row is a record: the
+    header is row 1 and every record, blank lines included, counts once, so the row is the line an editor
+    shows unless a quoted field above it spans lines (a record whose text holds 2 newlines still counts as
+    one row). In JSONL it is the line; in Parquet the 1-based record.
     """
     base, _ = _strip_compression(path)
     suffix = os.path.splitext(base)[1].lower()
@@ -86,32 +111,41 @@ def read_dataframe(path: str, has_header: bool = True) -> pd.DataFrame:
             f"unknown table format '{suffix or base}'", file=path, hint=f"use one of {', '.join(TABLE_SUFFIXES)} (optionally .gz)"
         )
     if suffix == ".parquet":
-        return _read_parquet(path)
-    content = _decode(_read_bytes(path), path)
+        frame = _read_parquet(path)
+        frame.index = pd.RangeIndex(1, len(frame) + 1)
+        return frame
+    content = _decode(_read_bytes(path), path, suffix, has_header)
     if not content.strip():
         raise InputError("file is empty", file=path)
+    return _parse(content, path, suffix, has_header)
+
+
+def _parse(content: str, path: str, suffix: str, has_header: bool) -> pd.DataFrame:
     header = 0 if has_header else None
-    try:
-        if suffix == ".jsonl":
+    if suffix == ".jsonl":
+        try:
             frame = pd.read_json(io.StringIO(content), lines=True, dtype=False)
-            frame = frame.astype(object).where(frame.notna(), None)
-            frame = frame.map(lambda cell: cell if cell is None or isinstance(cell, str) else str(cell))
-        elif suffix == ".tsv":
-            frame = pd.read_csv(
-                io.StringIO(content), sep="\t", quoting=csv.QUOTE_NONE, header=header, dtype=str,
-                keep_default_na=False, engine="c",
-            )
-        else:
-            frame = pd.read_csv(io.StringIO(content), header=header, dtype=str, keep_default_na=False, engine="c")
+        except ValueError as error:  # pandas' JSON reader reports malformed lines this way
+            raise InputError(f"cannot parse: {error}", file=path) from None
+        frame = frame.astype(object).where(frame.notna(), None)
+        frame = frame.map(lambda cell: cell if cell is None or isinstance(cell, str) else str(cell))
+        frame.columns = [str(name) for name in frame.columns]
+        lines = [number for number, line in enumerate(content.split("\n"), 1) if line.strip()]
+        frame.index = lines if len(lines) == len(frame) else pd.RangeIndex(1, len(frame) + 1)
+        return frame
+    tsv = suffix == ".tsv"
+    options = {"sep": "\t" if tsv else ",", "quoting": csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL, "dtype": str,
+               "keep_default_na": False, "engine": "c"}
+    try:
+        frame = pd.read_csv(io.StringIO(content), header=header, **options)
     except pd.errors.ParserError as error:
-        message, row = _parser_message(error)
-        raise InputError(message, file=path, row=row, hint="every row needs as many fields as the header") from None
-    except ValueError as error:  # pandas' JSON reader reports malformed lines this way
+        raise (has_header and _wrong_delimiter(path, _first_line(content))) or _parser_error(error, path) from None
+    except ValueError as error:
         raise InputError(f"cannot parse: {error}", file=path) from None
     if not isinstance(frame.index, pd.RangeIndex):
         # pandas silently turns the first column into the index when the first row has one field more than the
         # header (a stray tab, or a trailing one on every row), shifting every column by one.
-        raise InputError(
+        raise (has_header and _wrong_delimiter(path, _first_line(content))) or InputError(
             f"has {len(frame.columns) + 1} fields where the header has {len(frame.columns)}", file=path, row=2,
             hint="every row needs as many fields as the header",
         )
@@ -120,6 +154,7 @@ def read_dataframe(path: str, has_header: bool = True) -> pd.DataFrame:
         if duplicated:
             raise InputError(f"duplicate column name '{duplicated[0].rsplit('.', 1)[0]}'", file=path, row=1, hint="rename one of them")
     frame.columns = [str(name) for name in frame.columns]
+    frame.index = _record_numbers(content, frame, has_header, options)
     return frame
 
 
@@ -138,18 +173,98 @@ def _read_parquet(path: str) -> pd.DataFrame:
     return frame.map(lambda cell: cell if cell is None or isinstance(cell, str) else str(cell))
 
 
-def _parser_message(error: Exception) -> tuple[str, int | None]:
-    # pandas: "Error tokenizing data. C error: Expected 2 fields in line 5, saw 3" (line = 1-based file line)
-    text = str(error).strip().splitlines()[-1].split("C error: ")[-1]
-    match = re.fullmatch(r"Expected (\d+) fields in line (\d+), saw (\d+)", text.strip())
+def _cells(frame: pd.DataFrame) -> list[tuple]:
+    return [tuple("" if pd.isna(cell) else cell for cell in row) for row in frame.itertuples(index=False, name=None)]
+
+
+_BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n")
+
+
+def _record_numbers(content: str, frame: pd.DataFrame, has_header: bool, options: dict) -> list[int]:
+    """The record number of each row of `frame` (the header, when there is one, is record 1).
+
+    pandas skips blank lines but counts them in its own error messages ("line 7"), so we count them too:
+    when the text holds a blank line, we read it again keeping blank lines and match the rows up.
+    """
+    first = 2 if has_header else 1
+    plain = list(range(first, len(frame) + first))
+    body = content.rstrip()  # blank lines after the last row change no row's number
+    if not (_BLANK_LINE.search(body) or re.match(r"[ \t\r\f\v]*\n", body)):
+        return plain
+    try:
+        records = _cells(pd.read_csv(
+            io.StringIO(content), header=None, names=list(range(len(frame.columns))), skip_blank_lines=False, **options
+        ))
+    except ValueError:
+        return plain
+
+    def blank(record: tuple) -> bool:
+        return not any(str(cell).strip() for cell in record)
+
+    position = 0
+    if has_header:
+        while position < len(records) and blank(records[position]):
+            position += 1
+        position += 1
+    numbers = []
+    for row in _cells(frame):
+        while position < len(records) and records[position] != row:
+            if not blank(records[position]):
+                return plain  # the two reads disagree: do not guess
+            position += 1
+        if position == len(records):
+            return plain
+        numbers.append(position + 1)
+        position += 1
+    return numbers
+
+
+def _first_line(content: str) -> str:
+    return next((line.rstrip("\r") for line in content.split("\n") if line.strip()), "")
+
+
+def _wrong_delimiter(path: str, header: str) -> InputError | None:
+    """A .tsv that holds commas (or a .csv that holds tabs) reads as one column named after its whole header."""
+    base, compressed = _strip_compression(path)
+    stem, suffix = os.path.splitext(os.path.basename(base))
+    if suffix.lower() not in (".csv", ".tsv"):
+        return None
+    tsv = suffix.lower() == ".tsv"
+    sep, other = ("\t", ",") if tsv else (",", "\t")
+    if sep in header or other not in header:
+        return None
+    looks, split_on, renamed = ("comma", "tabs", ".csv") if tsv else ("tab", "commas", ".tsv")
+    shown = header.replace("\t", "\\t")
+    return InputError(
+        f"has a single column '{shown}': it looks {looks}-separated, but a {suffix} file is split on {split_on}",
+        file=path, row=1, hint=f"rename it to {stem}{renamed}{'.gz' if compressed else ''} (or re-save it with {split_on} between fields)",
+    )
+
+
+def _parser_error(error: Exception, path: str) -> InputError:
+    # pandas: "Error tokenizing data. C error: Expected 2 fields in line 5, saw 3" (line = 1-based record number)
+    text = str(error).strip().splitlines()[-1].split("C error: ")[-1].strip()
+    match = re.fullmatch(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
     if match:
         expected, line, saw = match.groups()
-        return f"has {saw} fields, expected {expected}", int(line)
-    return text, None
+        return InputError(f"has {saw} fields, expected {expected}", file=path, row=int(line),
+                          hint="every row needs as many fields as the header")
+    # "EOF inside string starting at row 3" (row = 0-based record number)
+    match = re.fullmatch(r"EOF inside string starting at row (\d+)", text)
+    if match:
+        return InputError(
+            'a quoted field starts here and is never closed', file=path, row=int(match.group(1)) + 1,
+            hint='add the closing ", write a " inside a quoted field as "", or remove the stray "',
+        )
+    return InputError(text, file=path, hint="every row needs as many fields as the header")
 
 
 def _column(frame: pd.DataFrame, name: str, path: str) -> pd.Series:
     if name not in frame.columns:
+        if len(frame.columns) == 1:
+            wrong_delimiter = _wrong_delimiter(path, str(frame.columns[0]))
+            if wrong_delimiter:
+                raise wrong_delimiter
         raise InputError(
             f"no column '{name}'", file=path, hint=f"columns are: {', '.join(map(str, frame.columns))}"
         )
@@ -180,7 +295,7 @@ def read_text_table(
     frame = read_dataframe(path)
     if frame.empty:
         raise InputError("has a header but no rows", file=path)
-    rows = list(range(2, len(frame) + 2))
+    rows = [int(row) for row in frame.index]
     texts = _texts(_column(frame, text_column, path), path, text_column, rows)
     texts_b = _texts(_column(frame, text_b_column, path), path, text_b_column, rows) if text_b_column else None
     has_labels = all(name in frame.columns for name in label_columns)
@@ -233,8 +348,7 @@ def read_glue_split(task: str, data_dir: str, split: str) -> TextTable | None:
             raise InputError(f"GLUE {task} needs {layout.files[split]} here", file=data_dir, flag="data_dir")
         return None
     frame = read_dataframe(path, has_header=layout.header)
-    first_row = 2 if layout.header else 1
-    rows = list(range(first_row, len(frame) + first_row))
+    rows = [int(row) for row in frame.index]
     names = list(frame.columns)
 
     def column(index: int) -> str:

@@ -305,6 +305,21 @@ BAD_INPUTS = {
                            ["t.csv", "column 'label'", "single label value"]),
     "no train file": ({}, [], ["--train_file"]),
     "stray argument": ({"t.csv": OK_CSV}, ["--train_file={tmp}/t.csv", "extra"], ["unexpected argument 'extra'"]),
+    "regression label not a number": ({"t.csv": "text,score\ngood,4.5\nbad,pos\nfine,3\n"},
+                                      ["--train_file={tmp}/t.csv", "--label_column=score", "--task_type=regression"],
+                                      ["t.csv", "row 3", "column 'score'", "label 'pos' is not a number"]),
+    "regression label not a number after a multi-line text": (
+        {"t.csv": 'text,label\n"good\nfilm\nindeed",4.5\nbad,1.0\nfine,high\n'},
+        ["--train_file={tmp}/t.csv", "--task_type=regression"], ["t.csv", "row 4", "column 'label'", "'high'"]),
+    "dev label not in train after a multi-line text": (
+        {"t.csv": OK_CSV, "d.csv": 'text,label\n"good\nfilm",pos\n"so\nso",neutral\n'},
+        ["--train_file={tmp}/t.csv", "--dev_file={tmp}/d.csv"], ["d.csv", "row 3", "column 'label'", "'neutral'"]),
+    "tsv holding commas": ({"t.tsv": OK_CSV}, ["--train_file={tmp}/t.tsv"],
+                           ["t.tsv", "row 1", "single column 'text,label'", "comma-separated", "rename it to t.csv"]),
+    "csv holding tabs": ({"t.csv": "text\tlabel\ngood, fine film\tpos\nbad film\tneg\n"}, ["--train_file={tmp}/t.csv"],
+                         ["t.csv", "row 1", "single column 'text\\tlabel'", "tab-separated", "rename it to t.tsv"]),
+    "unclosed quote": ({"t.csv": 'text,label\ngood,pos\n"bad film,neg\nfine,pos\n'}, ["--train_file={tmp}/t.csv"],
+                       ["t.csv", "row 3", "quoted field starts here and is never closed"]),
 }
 
 
@@ -356,3 +371,60 @@ def test_cli_crlf_and_bom_just_work(tmp_path, variant):
     good, film, bad = (TINY_VOCAB.index(w) for w in ("good", "film", "bad"))
     assert records["input_ids"][:2].tolist() == [[2, good, film, 3, 0, 0, 0, 0], [2, bad, film, 3, 0, 0, 0, 0]]
     assert records["label_ids"].tolist() == [1, 0, 1]
+
+
+# --- Odd but valid input: just works ---------------------------------------------------------------------------
+QUOTED_CSV = (
+    "text,label\n"
+    '"first line\nsecond line",1\n'
+    '"tab\there, comma, and ""doubled"" quotes",pos\n'
+    "123,2\n"
+    '"007",pos\n'
+    '"a blank line\n\ninside",1\n'
+    "good film,2\n"
+)
+QUOTED_TEXTS = ["first line\nsecond line", 'tab\there, comma, and "doubled" quotes', "123", "007",
+                "a blank line\n\ninside", "good film"]
+
+
+def test_quoted_fields_numbers_as_text_and_mixed_labels_just_work(tmp_path, tiny_vocab):
+    """Quoted newlines/tabs/commas/"" and numeric texts come out as written; "1", "2", "pos" are 3 classes."""
+    path = write(tmp_path / "train.csv", QUOTED_CSV)
+    out = str(tmp_path / "records")
+    metadata = run_in_process([f"--train_file={path}", f"--test_file={path}", "--text_column=text",
+                               "--label_column=label", f"--vocab_file={tiny_vocab}", "--max_seq_length=8",
+                               f"--output_dir={out}"])
+    assert metadata["train_data_size"] == metadata["test_data_size"] == 6
+    assert metadata["task_type"] == "multiclass" and metadata["label_names"] == ["1", "2", "pos"]
+    assert tfrecords.read_texts(out, "test") == QUOTED_TEXTS
+    for split in ("train", "test"):
+        records = read_split(out, split)
+        assert records["example_id"].tolist() == [0, 1, 2, 3, 4, 5], split
+        assert records["label_ids"].tolist() == [0, 2, 1, 2, 0, 1], split
+        unk, good, film = (TINY_VOCAB.index(w) for w in ("[UNK]", "good", "film"))
+        assert records["input_ids"][2].tolist() == [2, unk, 3, 0, 0, 0, 0, 0]  # "123" is one (unknown) word
+        assert records["input_ids"][5].tolist() == [2, good, film, 3, 0, 0, 0, 0]
+
+
+def test_ten_megabyte_cells_just_work(tmp_path, tiny_vocab):
+    """A 10 MB text in a CSV (train) and in a TSV (test): read whole, truncated to max_seq_length when tokenized."""
+    import time
+
+    big = ("good film bad plot " * (11 * 2**20 // 19))[: 10 * 2**20]
+    train = write(tmp_path / "train.csv", f'text,label\n"{big}",pos\nbad film,neg\n')
+    test = write(tmp_path / "test.tsv", f"text\tlabel\nbad film\tneg\n{big}\tpos\n")
+    out = str(tmp_path / "records")
+    started = time.perf_counter()
+    metadata = run_in_process([f"--train_file={train}", f"--test_file={test}", "--text_column=text",
+                               "--label_column=label", f"--vocab_file={tiny_vocab}", "--max_seq_length=8",
+                               f"--output_dir={out}"])
+    elapsed = time.perf_counter() - started
+    assert elapsed < 60, f"{elapsed:.1f}s for two 10 MB cells"  # about 4s on 2 CPU cores
+    assert metadata["train_data_size"] == metadata["test_data_size"] == 2
+    assert metadata["truncated_examples"]["train"] == metadata["truncated_examples"]["test"] == 1
+    good, film, bad, plot = (TINY_VOCAB.index(w) for w in ("good", "film", "bad", "plot"))
+    assert read_split(out, "train")["input_ids"].tolist() == [
+        [2, good, film, bad, plot, good, film, 3], [2, bad, film, 3, 0, 0, 0, 0]]
+    assert read_split(out, "test")["input_ids"][1].tolist() == [2, good, film, bad, plot, good, film, 3]
+    texts = tfrecords.read_texts(out, "test")
+    assert texts[0] == "bad film" and len(texts[1]) == 10 * 2**20 and texts[1] == big

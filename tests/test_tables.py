@@ -81,6 +81,36 @@ BAD_TABLES = {
     "NaN label": ("t.csv", b"text,label\ngood,pos\nbad,NaN\n", ["row 3", "column 'label'", "missing label"]),
     "unknown suffix": ("t.xlsx", b"text,label\n", ["unknown table format"]),
     "bad json line": ("t.jsonl", b'{"text": "good", "label": 1}\n{"text": \n', ["cannot parse"]),
+    # Wrong delimiter: the whole header becomes one column's name.
+    "tsv holding commas": ("t.tsv", b"text,label\ngood,pos\nbad,neg\n",
+                           ["row 1", "single column 'text,label'", "comma-separated", "rename it to t.csv"]),
+    "csv holding tabs": ("t.csv", b"text\tlabel\ngood\tpos\nbad\tneg\n",
+                         ["row 1", "single column 'text\\tlabel'", "tab-separated", "rename it to t.tsv"]),
+    "csv holding tabs, a text holding a comma": ("t.csv", b"text\tlabel\nhello, world\tpos\nbad\tneg\n",
+                                                 ["row 1", "single column 'text\\tlabel'", "t.tsv"]),
+    "csv holding tabs, a later text holding a comma": ("t.csv", b"text\tlabel\nhello\tpos\nbad, world\tneg\n",
+                                                       ["row 1", "single column 'text\\tlabel'", "t.tsv"]),
+    "gzipped tsv holding commas": ("t.tsv.gz", gzip.compress(b"text,label\ngood,pos\n"),
+                                   ["single column 'text,label'", "rename it to t.csv.gz"]),
+    "unclosed quote": ("t.csv", b'text,label\ngood,pos\n"never closed,neg\nbad,neg\n',
+                       ["row 3", "quoted field starts here and is never closed", '""']),
+    # Rows are records: a quoted field spanning lines is one row, so errors after it name the record.
+    "extra field after a multi-line field": ("t.csv", b'text,label\n"one\ntwo\nthree",pos\nbad,neg,extra\n',
+                                             ["row 3", "3 fields"]),
+    "missing label after a multi-line field": ("t.csv", b'text,label\n"one\ntwo\nthree",pos\nbad,\n',
+                                               ["row 3", "column 'label'", "missing label"]),
+    "empty text after a multi-line field": ("t.csv", b'text,label\n"one\n\nthree",pos\n"  ",neg\n',
+                                            ["row 3", "column 'text'", "empty text"]),
+    "latin-1 after a multi-line field": ("t.csv", 'text,label\n"one\ntwo",pos\ncafé,neg\n'.encode("latin-1"),
+                                         ["row 3", "column 'text'", "0xe9"]),
+    "unclosed quote after a multi-line field": ("t.csv", b'text,label\n"one\ntwo",pos\n"never closed,neg\n',
+                                                ["row 3", "never closed"]),
+    # Blank lines count as rows, as they do in the parser's own errors, so a row stays the editor's line.
+    "missing label after blank lines": ("t.csv", b"text,label\ngood,pos\n\n  \nbad,\n",
+                                        ["row 5", "column 'label'", "missing label"]),
+    "extra field after blank lines": ("t.csv", b"text,label\ngood,pos\n\n  \nbad,neg,x\n", ["row 5", "3 fields"]),
+    "latin-1 label": ("t.tsv", "text\tlabel\ngood\tpos\nbad\tnég\n".encode("latin-1"), ["row 3", "column 'label'"]),
+    "latin-1 header": ("t.csv", "text,lébel\ngood,pos\n".encode("latin-1"), ["row 1", "0xe9"]),
 }
 
 
@@ -94,6 +124,67 @@ def test_bad_table_raises_one_line_naming_file_and_row(tmp_path, case):
     assert path in message and "\n" not in message
     for part in expected:
         assert part in message, (part, message)
+
+
+def test_quoted_csv_fields_just_work(tmp_path):
+    """Newlines, tabs, commas and doubled quotes inside quoted fields; a multi-line record is one row."""
+    data = (
+        'text,label\n'
+        '"first line\nsecond line",pos\n'
+        '"tab\there, comma, and ""doubled"" quotes",neg\n'
+        '"a blank line\n\ninside",pos\n'
+        '"windows\r\nnewline",neg\n'
+        '"""quoted"" from the start",pos\n'
+        'plain last row,neg\n'
+    )
+    table = tables.read_text_table(write_bytes(tmp_path / "t.csv", data.encode()), "text", ["label"])
+    assert table.texts == [
+        "first line\nsecond line", 'tab\there, comma, and "doubled" quotes', "a blank line\n\ninside",
+        "windows\r\nnewline", '"quoted" from the start', "plain last row",
+    ]
+    assert table.labels == [["pos", "neg", "pos", "neg", "pos", "neg"]]
+    assert table.rows == [2, 3, 4, 5, 6, 7]  # record numbers, not physical lines (the file has 11)
+    assert table.example_ids == [0, 1, 2, 3, 4, 5]
+
+
+def test_numbers_in_a_text_column_are_text_and_mixed_labels_are_classes(tmp_path):
+    path = write_bytes(tmp_path / "t.csv", b"text,label\n123,1\n007,2\n4.50,pos\nNaN,1\n1e5,2\n")
+    table = tables.read_text_table(path, "text", ["label"])
+    assert table.texts == ["123", "007", "4.50", "NaN", "1e5"]  # as written: no int/float/NA guessing
+    space = infer_label_space(table)
+    # Multi-class labels are strings: "1", "2" and "pos" are three classes (text order, as they are not all numbers).
+    assert space == LabelSpace("multiclass", ("1", "2", "pos"))
+    assert encode_labels(table, space).tolist() == [0, 1, 2, 0, 1]
+    with pytest.raises(InputError, match="row 4, column 'label': label 'pos' is not a number; regression needs"):
+        encode_labels(table, infer_label_space(table, "regression"))
+
+
+def test_rows_count_blank_lines_and_records(tmp_path):
+    data = b'\ntext,label\n\ngood,pos\n\n   \n"two\n\nlines",neg\nlast,pos\n\n'
+    table = tables.read_text_table(write_bytes(tmp_path / "t.csv", data), "text", ["label"])
+    assert table.texts == ["good", "two\n\nlines", "last"]
+    assert table.rows == [4, 7, 8] and table.example_ids == [0, 1, 2]
+    jsonl = write_bytes(tmp_path / "t.jsonl", b'{"text": "a", "label": 1}\n\n{"text": "b", "label": 2}\n')
+    assert tables.read_text_table(jsonl, "text", ["label"]).rows == [1, 3]  # JSONL has no header: its line
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_ten_megabyte_cell_just_works(tmp_path, suffix):
+    """Python's csv module stops at 131,072 characters a field; the reader must not."""
+    sep = "\t" if suffix == ".tsv" else ","
+    big = ("good film, bad plot " * (11 * 2**20 // 20))[: 10 * 2**20]
+    quoted = f'"{big}"' if suffix == ".csv" else big
+    path = write_bytes(tmp_path / f"t{suffix}", f"text{sep}label\n{quoted}{sep}pos\nsmall{sep}neg\n".encode())
+    table = tables.read_text_table(path, "text", ["label"])
+    assert len(table) == 2 and len(table.texts[0]) == 10 * 2**20 and table.texts[0] == big
+    assert table.texts[1] == "small" and table.labels == [["pos", "neg"]] and table.rows == [2, 3]
+
+
+def test_single_column_file_named_with_a_comma_is_fine(tmp_path):
+    """The wrong-delimiter error only replaces a failure: a one-column TSV whose column has a comma reads."""
+    path = write_bytes(tmp_path / "test.tsv", b"text, as typed\ngood, really\nbad\n")
+    table = tables.read_text_table(path, "text, as typed", ["label"], labels_required=False)
+    assert table.texts == ["good, really", "bad"] and table.labels is None
 
 
 def test_missing_file_and_column(tmp_path):
