@@ -24,6 +24,10 @@ flags.DEFINE_integer("batch_size", 32, "Examples per step.")
 flags.DEFINE_integer("seq_length", 128, "Tokens per example (all real: no padding to trim).")
 flags.DEFINE_integer("steps", 10, "Timed steps per configuration (after 3 warm-up steps).")
 flags.DEFINE_enum("precision", "auto", ["auto", "bf16", "none"], "Our precision (bert_tf's --mixed_precision).")
+flags.DEFINE_string("profile_dir", None,
+                    "After timing, trace 3 of our steps with the TF profiler into this TensorBoard logdir "
+                    "(read it with bench/profile_summary.py or TensorBoard's Profile tab).")
+flags.DEFINE_boolean("ours_only", False, "Skip the PyTorch peers (e.g. when profiling).")
 FLAGS = flags.FLAGS
 WARMUP = 3
 
@@ -92,7 +96,13 @@ def ours(model_dir: str) -> float:
     }
     dataset = tf.data.Dataset.from_tensors(batch).repeat()
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
-    return time_steps(lambda: trainer.train_steps(iterator, tf.constant(1)).numpy())
+    examples_per_sec = time_steps(lambda: trainer.train_steps(iterator, tf.constant(1)).numpy())
+    if FLAGS.profile_dir:
+        tf.profiler.experimental.start(FLAGS.profile_dir)
+        for _ in range(3):
+            trainer.train_steps(iterator, tf.constant(1)).numpy()
+        tf.profiler.experimental.stop()
+    return examples_per_sec
 
 
 def torch_peer(model_path: str, bf16: bool) -> float:
@@ -130,6 +140,11 @@ def main(argv):
     fp32_peak, bf16_peak = matmul_rate(tf.float32), matmul_rate(tf.bfloat16)
     with tempfile.TemporaryDirectory() as tmp:
         ex_ours = ours(tmp)
+    if FLAGS.ours_only:
+        figures = {"ex_per_s_ours": round(ex_ours, 2), "model_gflops_ours": round(ex_ours * flops / 1e9, 1),
+                   "mfu_fp32": round(ex_ours * flops / fp32_peak, 4), "mfu_bf16": round(ex_ours * flops / bf16_peak, 4)}
+        print(json.dumps(figures))
+        return
     ex_torch_fp32 = torch_peer(model_path, bf16=False)
     ex_torch_bf16 = torch_peer(model_path, bf16=True)
     figures = {

@@ -112,6 +112,9 @@ def define_classifier_flags() -> None:
     flags.DEFINE_integer("bucket_window", 50,
                          "Sort each window of this many batches' worth of examples by length before batching, so "
                          "batches hold similar lengths and are trimmed to their longest (0: off).")
+    flags.DEFINE_list("profile_steps", None,
+                      "START,END: trace training steps START to END with the TensorFlow profiler into OUTPUT_DIR/train "
+                      "(TensorBoard's Profile tab, with `pip install xprof`).")
     flags.DEFINE_integer("iterations_per_loop", 20, "Train steps per tf.function call (as TPUEstimator's flag).")
     flags.DEFINE_boolean("overwrite_output_dir", False, "Delete the checkpoints and logs of an earlier run in --output_dir and start afresh.")
     flags.DEFINE_string("init_checkpoint", None, "Start from this bert_tf checkpoint (model.ckpt-N) instead of the encoder's weights.")

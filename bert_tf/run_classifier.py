@@ -41,6 +41,18 @@ def choose_pooling(pooling: str, encoder: str) -> str:
     return "mean" if encoder == "default" else "pooled"
 
 
+def profile_steps(value: list[str] | None) -> tuple[int, int] | None:
+    if not value:
+        return None
+    try:
+        start, end = (int(part) for part in value)
+    except ValueError:
+        start = end = -1
+    if not 0 <= start < end:
+        raise InputError(f"'{','.join(value)}' is not START,END", flag="profile_steps", hint="e.g. --profile_steps=20,25")
+    return start, end
+
+
 def check_output_dir(output_dir: str, run: dict, overwrite: bool, chief: bool) -> None:
     """Refuses to mix a different task or encoder into checkpoints of an earlier run in the same directory.
 
@@ -124,7 +136,7 @@ def main(argv):
         num_train_epochs=FLAGS.num_train_epochs, seed=FLAGS.seed, steps_per_loop=FLAGS.iterations_per_loop,
         save_checkpoints_steps=FLAGS.save_checkpoints_steps, keep_checkpoint_max=FLAGS.keep_checkpoint_max,
         is_chief=chief, trim_padding=not isinstance(strategy, tf.distribute.TPUStrategy),
-        batches_per_bucket_window=FLAGS.bucket_window,
+        batches_per_bucket_window=FLAGS.bucket_window, profile_steps=profile_steps(FLAGS.profile_steps),
         hparams={"encoder": FLAGS.encoder, "pooling": pooling, "learning_rate": FLAGS.learning_rate,
                  "train_batch_size": FLAGS.train_batch_size, "num_train_epochs": FLAGS.num_train_epochs,
                  "max_seq_length": metadata["max_seq_length"], "precision": precision,

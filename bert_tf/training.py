@@ -49,6 +49,7 @@ class TrainConfig:
     batches_per_bucket_window: int = 0
     hparams: dict = dataclasses.field(default_factory=dict)
     is_chief: bool = True
+    profile_steps: tuple[int, int] | None = None  # trace steps [start, end) with the TF profiler (chief only)
 
     def steps_per_epoch(self, metadata: dict) -> int:
         steps = metadata["train_data_size"] // self.global_batch_size
@@ -148,7 +149,8 @@ class Trainer:
         writer = tf.summary.create_file_writer(os.path.join(config.output_dir, "train")) if config.is_chief else tf.summary.create_noop_writer()
         progress = Progress(total_steps, "train steps")
         progress.done = step
-        with writer.as_default(), progress:
+        profiler = StepProfiler(os.path.join(config.output_dir, "train"), config.profile_steps if config.is_chief else None)
+        with writer.as_default(), progress, profiler:
             if config.is_chief and config.hparams:
                 hp.hparams(config.hparams)
             while step < total_steps:
@@ -161,9 +163,11 @@ class Trainer:
                 while step < epoch_end:
                     next_save = (step // config.save_checkpoints_steps + 1) * config.save_checkpoints_steps
                     num_steps = min(config.steps_per_loop, epoch_end - step, next_save - step)
+                    profiler.before(step)
                     started = time.monotonic()
                     loss = float(self.train_steps(iterator, tf.constant(num_steps)))
                     elapsed = time.monotonic() - started
+                    profiler.after(step + num_steps)
                     if not np.isfinite(loss):
                         raise TrainingDiverged(
                             f"loss became {loss} between steps {step} and {step + num_steps}; the last good checkpoint "
@@ -184,3 +188,36 @@ class Trainer:
         if not config.is_chief:  # a non-chief worker's checkpoints exist only for the collective save
             shutil.rmtree(self.manager.directory, ignore_errors=True)
         return step
+
+
+class StepProfiler:
+    """Traces the training loop calls that cover steps [start, end) with the TensorFlow profiler.
+
+    The trace lands in `logdir/plugins/profile/<time>/`, where TensorBoard's Profile tab (the xprof plugin)
+    shows the op-by-op time line and statistics; bench/profile_summary.py prints the op statistics.
+    Tracing costs time itself: profile a few steps after the first call (which traces the tf.function).
+    """
+
+    def __init__(self, logdir: str, steps: tuple[int, int] | None):
+        self.logdir, self.steps, self.active = logdir, steps, False
+
+    def before(self, step: int) -> None:
+        if self.steps and not self.active and self.steps[0] <= step < self.steps[1]:
+            tf.profiler.experimental.start(self.logdir)
+            self.active = True
+
+    def after(self, step: int) -> None:
+        if self.active and step >= self.steps[1]:
+            self.stop()
+
+    def stop(self) -> None:
+        if self.active:
+            tf.profiler.experimental.stop()
+            self.active = False
+            logging.info("Profile of steps %d-%d written under %s/plugins/profile", *self.steps, self.logdir)
+
+    def __enter__(self) -> "StepProfiler":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
