@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import subprocess
 import sys
@@ -43,7 +44,7 @@ def run_dir(tiny_records, tiny_encoder, tmp_path_factory) -> str:
     result = subprocess.run(
         [sys.executable, "-m", "bert_tf.run_classifier", f"--data_dir={tiny_records}", f"--encoder={tiny_encoder}",
          f"--output_dir={out}", "--do_train", "--do_eval", "--mixed_precision=none", "--train_batch_size=8",
-         "--eval_batch_size=8", "--num_train_epochs=1", "--iterations_per_loop=3"],
+         "--eval_batch_size=8", "--num_train_epochs=1", "--iterations_per_loop=3", "--profile_steps=3,6"],
         check=False, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -91,3 +92,19 @@ def test_eval_scalars_and_confusion_matrix(run_dir):
     assert events[-1].step == TRAIN_STEPS
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     assert int(width) > 100 and int(height) > 100
+
+
+def test_profile_of_the_requested_steps(run_dir):
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    runs = glob.glob(os.path.join(run_dir, "train", "plugins", "profile", "*"))
+    assert len(runs) == 1, runs  # one trace: steps 3-6, not one per loop call
+    [path] = glob.glob(os.path.join(runs[0], "*.xplane.pb"))
+    space = xplane_pb2.XSpace()
+    with open(path, "rb") as f:
+        space.ParseFromString(f.read())
+    [host] = [plane for plane in space.planes if plane.name == "/host:CPU"]
+    ops = {metadata.name.rsplit(":", 1)[-1] for metadata in host.event_metadata.values()}
+    # The training step ran while tracing: the encoder's forward matmuls and their gradients.
+    assert {"MatMul", "BatchMatMulV2"} <= ops, sorted(ops)[:50]
+    assert any("gradients" in metadata.name for metadata in host.event_metadata.values())
