@@ -1,14 +1,14 @@
-"""run_classifier end to end on a tiny encoder: training, eval, predict, export, strategies, resume."""
+"""run_classifier end to end on a tiny encoder: training, eval, predict, export, strategies, bad flags.
+
+Resuming after a kill is in test_reliability.py."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -22,10 +22,14 @@ BASE_FLAGS = [
 ]
 
 
+def classifier_command(records: str, encoder: str, output_dir: str, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "bert_tf.run_classifier", f"--data_dir={records}", f"--encoder={encoder}",
+            f"--output_dir={output_dir}", *BASE_FLAGS, *flags]
+
+
 def run_classifier(records: str, encoder: str, output_dir: str, *flags: str, env: dict | None = None,
                    check: bool = True) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "bert_tf.run_classifier", f"--data_dir={records}", f"--encoder={encoder}",
-               f"--output_dir={output_dir}", *BASE_FLAGS, *flags]
+    command = classifier_command(records, encoder, output_dir, *flags)
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
@@ -46,6 +50,57 @@ def read_weights(checkpoint: str) -> dict[str, np.ndarray]:
 def max_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
     assert a.keys() == b.keys()
     return max(float(np.max(np.abs(a[name] - b[name]))) for name in a)
+
+
+def start_classifier(records: str, encoder: str, output_dir: str, *flags: str, log: str,
+                     env: dict | None = None) -> subprocess.Popen:
+    """run_classifier in the background, its stdout and stderr in the file `log` (a pipe left unread would
+    fill up and stall a long run)."""
+    with open(log, "w") as f:
+        return subprocess.Popen(classifier_command(records, encoder, output_dir, *flags), stdout=f,
+                                stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+
+
+def start_workers(records: str, encoder: str, output_dir: str, *flags: str, count: int = 2,
+                  logs: list[str]) -> list[subprocess.Popen]:
+    """`count` MultiWorkerMirroredStrategy workers on 127.0.0.1 (worker 0 is the chief), on fresh ports."""
+    workers = [f"127.0.0.1:{port}" for port in free_ports(count)]
+    processes = []
+    try:
+        for index in range(count):
+            tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+            processes.append(start_classifier(records, encoder, output_dir, *flags, log=logs[index],
+                                              env={"TF_CONFIG": json.dumps(tf_config)}))
+    except BaseException:
+        stop(processes)
+        raise
+    return processes
+
+
+def finish(process: subprocess.Popen, log: str, timeout: float = 600) -> str:
+    """Waits (at most `timeout` seconds) for a background run to succeed; returns its log."""
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop([process])
+        raise AssertionError(f"{process.args} still running after {timeout}s: {read_log(log)[-3000:]}") from None
+    output = read_log(log)
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+def read_log(log: str) -> str:
+    with open(log, encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    """SIGKILLs those still running and reaps them all (for `finally:` blocks: no process outlives its test)."""
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+    for process in processes:
+        process.wait(timeout=60)
 
 
 def free_ports(count: int) -> list[int]:
@@ -103,19 +158,13 @@ def test_strategies_reach_the_same_weights(tiny_records, tiny_encoder, tmp_path)
                    "--num_cpu_replicas=2")
 
     multi = str(tmp_path / "multi_worker")
-    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
-    command = [sys.executable, "-m", "bert_tf.run_classifier", f"--data_dir={tiny_records}",
-               f"--encoder={tiny_encoder}", f"--output_dir={multi}", *BASE_FLAGS, *flags]
-    processes = [
-        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={
-            **os.environ,
-            "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}),
-        })
-        for index in range(2)
-    ]
-    for process in processes:
-        _, stderr = process.communicate(timeout=600)
-        assert process.returncode == 0, stderr[-3000:]
+    logs = [str(tmp_path / f"worker{index}.log") for index in range(2)]
+    processes = start_workers(tiny_records, tiny_encoder, multi, *flags, logs=logs)
+    try:
+        for process, log in zip(processes, logs):
+            finish(process, log)
+    finally:
+        stop(processes)
 
     reference = read_weights(os.path.join(one, "model.ckpt-8"))
     initial = read_weights_of_encoder_start(tiny_encoder)
@@ -135,34 +184,6 @@ def read_weights_of_encoder_start(encoder_dir: str) -> dict[str, np.ndarray]:
         f"model/encoder/_savedmodel/trainable_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE": v.numpy()
         for i, v in enumerate(restored.trainable_variables)
     }
-
-
-def test_killed_run_resumes_to_the_same_weights(tiny_records, tiny_encoder, tmp_path):
-    flags = ["--do_train", "--num_train_epochs=40", "--save_checkpoints_steps=2", "--iterations_per_loop=1"]
-    total = 40 * 8
-    uninterrupted = str(tmp_path / "uninterrupted")
-    run_classifier(tiny_records, tiny_encoder, uninterrupted, *flags)
-
-    killed = str(tmp_path / "killed")
-    command = [sys.executable, "-m", "bert_tf.run_classifier", f"--data_dir={tiny_records}",
-               f"--encoder={tiny_encoder}", f"--output_dir={killed}", *BASE_FLAGS, *flags]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:
-        if tf.train.latest_checkpoint(killed):
-            break
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    saved = tf.train.latest_checkpoint(killed)
-    assert saved is not None
-    saved_step = int(saved.rsplit("-", 1)[1])
-    assert saved_step < total, "the run finished before it could be killed"
-
-    resumed = run_classifier(tiny_records, tiny_encoder, killed, *flags)
-    assert f"Resuming from {saved}" in resumed.stderr
-    final = os.path.join(killed, f"model.ckpt-{total}")
-    assert max_difference(read_weights(os.path.join(uninterrupted, f"model.ckpt-{total}")), read_weights(final)) < 1e-5
 
 
 def test_refuses_an_output_dir_of_another_run(tiny_records, tiny_encoder, tmp_path):
