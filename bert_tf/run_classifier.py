@@ -26,7 +26,7 @@ from bert_tf.files import atomic_write
 from bert_tf.model import BertClassifier
 from bert_tf.optimization import create_optimizer
 from bert_tf.tokenization import load_vocab, vocab_digest
-from bert_tf.training import Trainer, TrainConfig, TrainingDiverged, restore_latest
+from bert_tf.training import Trainer, TrainConfig, TrainingDiverged, WorkerLost, restore_latest
 
 FLAGS = bert_flags.FLAGS
 RUN_FILE = "run_config.json"
@@ -165,7 +165,7 @@ def main(argv):
     if FLAGS.do_train:
         try:
             trainer.train(on_epoch_end=keep_best)
-        except TrainingDiverged as error:
+        except (TrainingDiverged, WorkerLost) as error:
             raise InputError(str(error)) from None
     elif restore_latest(trainer.checkpoint, trainer.restore_from) is None and not FLAGS.init_checkpoint:
         logging.warning("No checkpoint in %s: evaluating the encoder with an untrained head.", FLAGS.output_dir)

@@ -34,6 +34,10 @@ class TrainingDiverged(Exception):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+class WorkerLost(Exception):
+    """Another worker of a multi-worker run stopped; every worker must be restarted to resume."""
+
+
 @dataclasses.dataclass
 class TrainConfig:
     data_dir: str
@@ -105,14 +109,18 @@ class Trainer:
         with strategy.scope():
             # Slots exist before a restore, so it fills them rather than deferring.
             optimizer.build(model.trainable_variables)
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+            # Batches trained so far. Not optimizer.iterations: with gradient accumulation Keras counts updates
+            # there (batches // accumulation steps), and the data position and checkpoint numbers are batches.
+            self.step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
+                                            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, global_step=self.step_counter)
         self.manager = checkpoint_manager(self.checkpoint, config)
         self.restore_from = chief_checkpoints(self.checkpoint, config)
         self.train_steps = tf.function(self._train_steps_fn)
 
     @property
     def global_step(self) -> int:
-        return int(self.optimizer.iterations.numpy())
+        return int(self.step_counter.numpy())
 
     def _replica_step(self, features):
         with tf.GradientTape() as tape:
@@ -130,6 +138,7 @@ class Trainer:
         for _ in tf.range(num_steps):
             per_replica = self.strategy.run(self._replica_step, args=(next(iterator),))
             total += self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+        self.step_counter.assign_add(tf.cast(num_steps, tf.int64))
         return total / tf.cast(num_steps, tf.float32)
 
     def train(self, on_epoch_end: Callable[[int], None] | None = None) -> int:
@@ -146,6 +155,8 @@ class Trainer:
             logging.info("Resuming from %s at step %d of %d", restored, step, total_steps)
         if step >= total_steps:
             return step
+        if config.is_chief:  # throwaway checkpoint copies of workers of an earlier, interrupted run
+            shutil.rmtree(os.path.join(config.output_dir, ".worker_tmp"), ignore_errors=True)
         writer = tf.summary.create_file_writer(os.path.join(config.output_dir, "train")) if config.is_chief else tf.summary.create_noop_writer()
         progress = Progress(total_steps, "train steps")
         progress.done = step
@@ -165,7 +176,15 @@ class Trainer:
                     num_steps = min(config.steps_per_loop, epoch_end - step, next_save - step)
                     profiler.before(step)
                     started = time.monotonic()
-                    loss = float(self.train_steps(iterator, tf.constant(num_steps)))
+                    try:
+                        loss = float(self.train_steps(iterator, tf.constant(num_steps)))
+                    except (tf.errors.UnavailableError, tf.errors.AbortedError) as error:
+                        if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+                            raise
+                        raise WorkerLost(
+                            f"a worker stopped between steps {step} and {step + num_steps} "
+                            f"({error.message.splitlines()[0][:200]}); run the same command again on every worker "
+                            f"to resume from the last checkpoint") from None
                     elapsed = time.monotonic() - started
                     profiler.after(step + num_steps)
                     if not np.isfinite(loss):

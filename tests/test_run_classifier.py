@@ -186,6 +186,26 @@ def read_weights_of_encoder_start(encoder_dir: str) -> dict[str, np.ndarray]:
     }
 
 
+def test_gradient_accumulation_updates_every_n_batches_and_resumes(tiny_records, tiny_encoder, tmp_path):
+    out = str(tmp_path / "run")
+    flags = ["--do_train", "--gradient_accumulation_steps=2", "--save_checkpoints_steps=1", "--iterations_per_loop=1",
+             "--keep_checkpoint_max=10"]
+    run_classifier(tiny_records, tiny_encoder, out, *flags, "--num_train_epochs=0.5")  # 4 batches of 8
+    start = read_weights_of_encoder_start(tiny_encoder)
+    encoder = [read_weights(os.path.join(out, f"model.ckpt-{step}")) for step in range(1, 5)]
+    encoder = [{name: w[name] for name in start} for w in encoder]
+    # Batches 1 and 3 only add to the accumulated gradient; batches 2 and 4 update the weights.
+    assert max_difference(encoder[0], start) == 0
+    assert max_difference(encoder[1], encoder[0]) > 1e-4
+    assert max_difference(encoder[2], encoder[1]) == 0
+    assert max_difference(encoder[3], encoder[2]) > 1e-4
+    # Steps count batches (Keras' optimizer.iterations counts updates): resuming continues at batch 4.
+    resumed = run_classifier(tiny_records, tiny_encoder, out, *flags, "--num_train_epochs=1", "--do_eval")
+    assert f"Resuming from {os.path.join(out, 'model.ckpt-4')} at step 4 of 8" in resumed.stderr
+    results = dict(line.split(" = ") for line in open(os.path.join(out, "eval_results.txt")).read().splitlines())
+    assert int(results["global_step"]) == 8 and tf.train.latest_checkpoint(out).endswith("model.ckpt-8")
+
+
 def test_refuses_an_output_dir_of_another_run(tiny_records, tiny_encoder, tmp_path):
     out = str(tmp_path / "run")
     run_classifier(tiny_records, tiny_encoder, out, "--do_train", "--num_train_epochs=0.2")
@@ -204,6 +224,8 @@ def test_refuses_an_output_dir_of_another_run(tiny_records, tiny_encoder, tmp_pa
         ([], {"TF_CONFIG": "{not json"}, "TF_CONFIG"),
         (["--distribution_strategy=multi_worker_mirrored"], {"TF_CONFIG": ""}, "TF_CONFIG"),
         (["--encoder=/no/such/encoder"], {}, "--encoder"),
+        (["--profile_steps=5"], {}, "--profile_steps: '5' is not START,END"),
+        (["--do_eval", "--tune_thresholds"], {}, "--tune_thresholds: tunes multi-label thresholds"),
     ],
 )
 def test_bad_flags_give_one_line(tiny_records, tiny_encoder, tmp_path, flags, env, expected):
