@@ -7,6 +7,9 @@ default encoder, all-MiniLM-L6-v2, + head, through bert_tf.training.Trainer's tf
 transformers BertForSequenceClassification from the same weights in fp32 and bf16 autocast (AdamW), each
 timed as the median of `--steps` steps after warm-up. Prints examples/sec, model FLOP/s, MFU against the
 measured bf16 matmul rate, and the ratios; the LAST line is one JSON object with all figures.
+
+Two of bert_tf's speed-ups can be switched off to measure them: --allocator=malloc (TensorFlow's default CPU
+allocator instead of BFC, bert_tf/__init__.py) and --optimizer=keras (Keras's AdamW instead of FusedAdamW).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ flags.DEFINE_string("profile_dir", None,
                     "After timing, trace 3 of our steps with the TF profiler into this TensorBoard logdir "
                     "(read it with bench/profile_summary.py or TensorBoard's Profile tab).")
 flags.DEFINE_boolean("ours_only", False, "Skip the PyTorch peers (e.g. when profiling).")
+flags.DEFINE_enum("optimizer", "fused", ["fused", "keras"],
+                  "Our AdamW: bert_tf's FusedAdamW (default) or Keras's own keras.optimizers.AdamW, same settings.")
 flags.DEFINE_enum("allocator", "bfc", ["bfc", "malloc"],
                   "TensorFlow's CPU allocator: BFC (bert_tf's default, see bert_tf/__init__.py) or plain malloc.")
 FLAGS = flags.FLAGS
@@ -70,6 +75,7 @@ def time_steps(step) -> float:
 
 
 def ours(model_dir: str) -> float:
+    import keras
     import numpy as np
     import tensorflow as tf
 
@@ -77,7 +83,7 @@ def ours(model_dir: str) -> float:
     from bert_tf.encoders.hub_layers import HubEncoder
     from bert_tf.encoders.registry import resolve_encoder
     from bert_tf.model import BertClassifier
-    from bert_tf.optimization import create_optimizer
+    from bert_tf.optimization import NO_DECAY, create_optimizer
     from bert_tf.training import TrainConfig, Trainer
 
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
@@ -85,6 +91,9 @@ def ours(model_dir: str) -> float:
     with strategy.scope():
         model = BertClassifier(HubEncoder(resolve_encoder("default").encoder), num_labels=2, pooling="mean")
         optimizer = create_optimizer(5e-5, total_steps=1000, warmup_steps=100)
+        if FLAGS.optimizer == "keras":
+            optimizer = keras.optimizers.AdamW.from_config(optimizer.get_config())
+            optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
     metadata = {"task_type": "multiclass", "train_data_size": FLAGS.batch_size, "max_seq_length": FLAGS.seq_length}
     config = TrainConfig(data_dir="", output_dir=model_dir, global_batch_size=FLAGS.batch_size, num_train_epochs=1)
     trainer = Trainer(strategy, model, optimizer, metadata, config)
@@ -145,7 +154,7 @@ def main(argv):
     with tempfile.TemporaryDirectory() as tmp:
         ex_ours = ours(tmp)
     if FLAGS.ours_only:
-        figures = {"allocator": FLAGS.allocator, "ex_per_s_ours": round(ex_ours, 2), "model_gflops_ours": round(ex_ours * flops / 1e9, 1),
+        figures = {"allocator": FLAGS.allocator, "optimizer": FLAGS.optimizer, "ex_per_s_ours": round(ex_ours, 2), "model_gflops_ours": round(ex_ours * flops / 1e9, 1),
                    "mfu_fp32": round(ex_ours * flops / fp32_peak, 4), "mfu_bf16": round(ex_ours * flops / bf16_peak, 4)}
         print(json.dumps(figures))
         return
@@ -155,6 +164,7 @@ def main(argv):
         "batch_size": FLAGS.batch_size,
         "seq_length": FLAGS.seq_length,
         "allocator": FLAGS.allocator,
+        "optimizer": FLAGS.optimizer,
         "matmul_gflops_tf_fp32": round(fp32_peak / 1e9, 1),
         "matmul_gflops_tf_bf16": round(bf16_peak / 1e9, 1),
         "ex_per_s_ours": round(ex_ours, 2),
