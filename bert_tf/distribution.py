@@ -108,6 +108,18 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return resolver.task_type in (None, "chief") or (resolver.task_type == "worker" and resolver.task_id == 0)
 
 
+def pad_multiple(strategy: tf.distribute.Strategy) -> int | None:
+    """What each batch's length is trimmed to a multiple of (tfrecords.model_inputs).
+
+    TPUs compile a program per input shape: they keep max_seq_length (None). GPUs round up to 8, where
+    float16 tensor cores want their matrix sizes. oneDNN on CPU runs any size: the exact longest wastes
+    nothing (SST-2 with sorted batches: 13.9 tokens a batch on average, 17.2 rounded up to 8).
+    """
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return None
+    return 8 if tf.config.list_logical_devices("GPU") else 1
+
+
 def cpu_has_bf16() -> bool:
     """AMX or AVX512-BF16: the CPUs where oneDNN runs bfloat16 matmuls faster than float32."""
     try:

@@ -51,13 +51,14 @@ class Predictor:
     """
 
     def __init__(self, strategy: tf.distribute.Strategy, model: keras.Model, metadata: dict, global_batch_size: int,
-                 trim_padding: bool = True, aggregation: str = "mean"):
+                 pad_multiple: int | None = 1, aggregation: str = "mean", batches_per_bucket_window: int = 0):
         self.strategy, self.metadata, self.global_batch_size = strategy, metadata, global_batch_size
+        self.batches_per_bucket_window = batches_per_bucket_window
         self.aggregation = aggregation
         task_type = metadata["task_type"]
 
         def replica_fn(features):
-            logits = tf.cast(model(tfrecords.model_inputs(features, trim_padding), training=False), tf.float32)
+            logits = tf.cast(model(tfrecords.model_inputs(features, pad_multiple), training=False), tf.float32)
             return {
                 "logits": logits,
                 "probabilities": probabilities(logits, task_type),
@@ -77,7 +78,7 @@ class Predictor:
 
     def predict(self, data_dir: str, split: str) -> Predictions:
         metadata, batch_size = self.metadata, self.global_batch_size
-        dataset = tfrecords.padded_eval_dataset(data_dir, split, metadata, batch_size)
+        dataset = tfrecords.padded_eval_dataset(data_dir, split, metadata, batch_size, self.batches_per_bucket_window)
         size = metadata[{"dev": "eval_data_size", "test": "test_data_size", "train": "train_data_size"}[split]]
         iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
         batches = [tf.nest.map_structure(lambda t: t.numpy(), self._step(iterator)) for _ in range(-(-size // batch_size))]

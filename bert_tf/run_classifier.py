@@ -135,7 +135,7 @@ def main(argv):
         data_dir=FLAGS.data_dir, output_dir=FLAGS.output_dir, global_batch_size=FLAGS.train_batch_size,
         num_train_epochs=FLAGS.num_train_epochs, seed=FLAGS.seed, steps_per_loop=FLAGS.iterations_per_loop,
         save_checkpoints_steps=FLAGS.save_checkpoints_steps, keep_checkpoint_max=FLAGS.keep_checkpoint_max,
-        is_chief=chief, trim_padding=not isinstance(strategy, tf.distribute.TPUStrategy),
+        is_chief=chief, pad_multiple=distribution.pad_multiple(strategy),
         batches_per_bucket_window=FLAGS.bucket_window, profile_steps=profile_steps(FLAGS.profile_steps),
         hparams={"encoder": FLAGS.encoder, "pooling": pooling, "learning_rate": FLAGS.learning_rate,
                  "train_batch_size": FLAGS.train_batch_size, "num_train_epochs": FLAGS.num_train_epochs,
@@ -159,8 +159,8 @@ def main(argv):
     trainer = Trainer(strategy, model, optimizer, metadata, config)
     if FLAGS.init_checkpoint and not trainer.restore_from.latest_checkpoint:
         tf.train.Checkpoint(model=model).restore(FLAGS.init_checkpoint).expect_partial()
-    predictor = evaluation.Predictor(strategy, model, metadata, FLAGS.eval_batch_size, config.trim_padding,
-                                     FLAGS.aggregation)
+    predictor = evaluation.Predictor(strategy, model, metadata, FLAGS.eval_batch_size, config.pad_multiple,
+                                     FLAGS.aggregation, FLAGS.bucket_window)
     keep_best = KeepBest(predictor, model, metadata, chief) if FLAGS.do_train and FLAGS.do_eval else None
     if FLAGS.do_train:
         try:

@@ -284,22 +284,22 @@ def publish(staging: str, output_dir: str) -> None:
 
 
 # --- Reading records for training and evaluation ----------------------------------------------------------
-def model_inputs(features: dict[str, tf.Tensor], trim_padding: bool = False) -> dict[str, tf.Tensor]:
+def model_inputs(features: dict[str, tf.Tensor], pad_multiple: int | None = None) -> dict[str, tf.Tensor]:
     """Record feature names (TF Model Garden's) → the TF Hub encoder's input names.
 
-    With trim_padding the batch is cut to its longest real sequence (rounded up to a multiple of 8): records
+    With a pad_multiple the batch is cut to its longest real sequence, rounded up to that multiple: records
     are padded to max_seq_length, and a batch of short sentences would otherwise spend most of its compute
-    on padding. TPUs need static shapes, so the caller turns it off there.
+    on padding. None keeps max_seq_length, for TPUs, which compile one program per shape.
     """
     inputs = {
         "input_word_ids": features["input_ids"],
         "input_mask": features["input_mask"],
         "input_type_ids": features["segment_ids"],
     }
-    return trim_to_longest(inputs) if trim_padding else inputs
+    return inputs if pad_multiple is None else trim_to_longest(inputs, pad_multiple)
 
 
-def trim_to_longest(inputs: dict[str, tf.Tensor], multiple: int = 8) -> dict[str, tf.Tensor]:
+def trim_to_longest(inputs: dict[str, tf.Tensor], multiple: int = 1) -> dict[str, tf.Tensor]:
     mask = inputs["input_mask"]
     longest = tf.reduce_max(tf.reduce_sum(tf.cast(mask, tf.int32), axis=1))
     length = tf.minimum((longest + multiple - 1) // multiple * multiple, tf.shape(mask)[1])
@@ -348,27 +348,25 @@ def _shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
-def padded_eval_dataset(data_dir: str, split: str, metadata: dict, global_batch_size: int) -> tf.data.Dataset:
-    """All examples of a split in file order, padded with `is_real_example=0` rows to full batches.
+def padded_eval_dataset(data_dir: str, split: str, metadata: dict, global_batch_size: int,
+                        batches_per_bucket_window: int = 0) -> tf.data.Dataset:
+    """All examples of a split, padded with `is_real_example=0` rows to full batches.
 
     Every batch has the same shape (TPUs need that, and each multi-worker replica must run as many steps as
-    the others); the padding rows are weighted out of every metric.
+    the others); the padding rows are weighted out of every metric. With batches_per_bucket_window=W, each
+    window of W batches' worth of examples is sorted by length (as in training), so trimmed batches carry
+    little padding; the order is otherwise the file's, and the caller restores it from example_id.
     """
-    dataset = tf.data.TFRecordDataset(split_files(data_dir, split))
+    window = global_batch_size * max(batches_per_bucket_window, 1)
+    dataset = tf.data.TFRecordDataset(split_files(data_dir, split)).batch(window)
+    dataset = dataset.map(lambda s: parse_examples(s, metadata), num_parallel_calls=tf.data.AUTOTUNE)
+    if batches_per_bucket_window > 1:
+        dataset = dataset.map(_sort_by_length)
+    dataset = dataset.unbatch()
     size = metadata[{"train": "train_data_size", "dev": "eval_data_size", "test": "test_data_size"}[split]]
     padding = (-size) % global_batch_size
     if padding:
-        filler = dataset.take(1).map(lambda serialized: serialized).repeat(padding)
-        dataset = dataset.map(lambda s: (s, tf.constant(1, tf.int32))).concatenate(
-            filler.map(lambda s: (s, tf.constant(0, tf.int32)))
-        )
-    else:
-        dataset = dataset.map(lambda s: (s, tf.constant(1, tf.int32)))
+        filler = dataset.take(1).map(lambda features: {**features, "is_real_example": tf.constant(0, tf.int32)})
+        dataset = dataset.concatenate(filler.repeat(padding))
     dataset = dataset.batch(global_batch_size, drop_remainder=True)
-
-    def parse(serialized, real):
-        features = parse_examples(serialized, metadata)
-        features["is_real_example"] = features["is_real_example"] * real
-        return features
-
-    return _shard_by_data(dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+    return _shard_by_data(dataset.prefetch(tf.data.AUTOTUNE))

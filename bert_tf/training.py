@@ -49,7 +49,7 @@ class TrainConfig:
     save_checkpoints_steps: int = 1000
     keep_checkpoint_max: int = 5
     clip_norm: float = 1.0
-    trim_padding: bool = True
+    pad_multiple: int | None = 1  # tfrecords.model_inputs: trim each batch to its longest (None: keep)
     batches_per_bucket_window: int = 0
     hparams: dict = dataclasses.field(default_factory=dict)
     is_chief: bool = True
@@ -124,7 +124,7 @@ class Trainer:
 
     def _replica_step(self, features):
         with tf.GradientTape() as tape:
-            logits = self.model(tfrecords.model_inputs(features, self.config.trim_padding), training=True)
+            logits = self.model(tfrecords.model_inputs(features, self.config.pad_multiple), training=True)
             losses = per_example_loss(features["label_ids"], logits, self.task_type) * features["weight"]
             # Sum over this replica's examples / global batch: the optimizer sums gradients over replicas,
             # which then average over the global batch whatever the number of replicas.
