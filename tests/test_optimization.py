@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bert_tf  # noqa: F401  (before TensorFlow: its allocator choice)
 import keras
 import numpy as np
 import pytest
