@@ -55,7 +55,8 @@ def main(argv: list[str]) -> None:
     by_type: dict[str, float] = defaultdict(float)
     for row in rows:
         if row["type"] != "IDLE":  # the executor threads' waiting, not work
-            by_type[row["type"]] += float(row["total_self_time"])
+            # oneDNN's kernels carry a prefix (_MklMatMul, _MklNativeFusedMatMul): count them under their op type.
+            by_type[row["type"].removeprefix("_MklNative").removeprefix("_Mkl")] += float(row["total_self_time"])
     total = sum(by_type.values())
     print(f"{'op type':>40}  share of op self time")
     for op_type, self_time in sorted(by_type.items(), key=lambda item: -item[1])[:top]:

@@ -69,7 +69,7 @@ class Predictor:
                 "is_real": features["is_real_example"],
             }
 
-        @tf.function
+        @tf.function(autograph=False)  # nothing branches on tensors; see training.Trainer
         def step(iterator):
             outputs = strategy.run(replica_fn, args=(next(iterator),))
             return tf.nest.map_structure(lambda value: strategy.gather(value, axis=0), outputs)

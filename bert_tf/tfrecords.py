@@ -108,7 +108,7 @@ class ExampleWriter:
             label_spec = tf.TensorSpec([None, *label_ids.shape[1:]], tf.as_dtype(label_ids.dtype))
             strings = tf.TensorSpec([None], tf.string)
 
-            @tf.function(input_signature=[strings, strings, label_spec, tf.TensorSpec([None], tf.int64)])
+            @tf.function(input_signature=[strings, strings, label_spec, tf.TensorSpec([None], tf.int64)], autograph=False)
             def encode(texts, texts_b, labels, example_ids):
                 segments = [t.tokenize(texts)] + ([t.tokenize(texts_b)] if paired else [])
                 if stride:

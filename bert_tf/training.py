@@ -116,7 +116,9 @@ class Trainer:
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, global_step=self.step_counter)
         self.manager = checkpoint_manager(self.checkpoint, config)
         self.restore_from = chief_checkpoints(self.checkpoint, config)
-        self.train_steps = tf.function(self._train_steps_fn)
+        # No AutoGraph: the loop is an explicit tf.while_loop and nothing else branches on tensors, and
+        # AutoGraph's conversion of every Keras and encoder function called inside took seconds per trace.
+        self.train_steps = tf.function(self._train_steps_fn, autograph=False)
 
     @property
     def global_step(self) -> int:
@@ -134,10 +136,11 @@ class Trainer:
         return loss
 
     def _train_steps_fn(self, iterator, num_steps):
-        total = tf.constant(0.0)
-        for _ in tf.range(num_steps):
+        def body(step, total):
             per_replica = self.strategy.run(self._replica_step, args=(next(iterator),))
-            total += self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+            return step + 1, total + self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+        _, total = tf.while_loop(lambda step, _: step < num_steps, body, (tf.constant(0), tf.constant(0.0)))
         self.step_counter.assign_add(tf.cast(num_steps, tf.int64))
         return total / tf.cast(num_steps, tf.float32)
 

@@ -105,6 +105,8 @@ def test_profile_of_the_requested_steps(run_dir):
         space.ParseFromString(f.read())
     [host] = [plane for plane in space.planes if plane.name == "/host:CPU"]
     ops = {metadata.name.rsplit(":", 1)[-1] for metadata in host.event_metadata.values()}
+    # oneDNN's kernels are named _MklMatMul, _MklNativeFusedMatMul…: compare the op types under them.
+    ops = {op.removeprefix("_MklNative").removeprefix("_Mkl") for op in ops}
     # The training step ran while tracing: the encoder's forward matmuls and their gradients.
-    assert {"MatMul", "BatchMatMulV2"} <= ops, sorted(ops)[:50]
+    assert {"MatMul", "BatchMatMulV2"} <= ops, sorted(op for op in ops if "MatMul" in op)
     assert any("gradients" in metadata.name for metadata in host.event_metadata.values())
