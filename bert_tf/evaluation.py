@@ -61,7 +61,6 @@ class Predictor:
             logits = tf.cast(model(tfrecords.model_inputs(features, pad_multiple), training=False), tf.float32)
             return {
                 "logits": logits,
-                "probabilities": probabilities(logits, task_type),
                 "losses": per_example_loss(features["label_ids"], logits, task_type),
                 "labels": features["label_ids"],
                 "example_id": features["example_id"],
@@ -90,7 +89,8 @@ class Predictor:
         if metadata.get("long_document") == "sliding_window":
             return per_document(merged, metadata["task_type"], self.aggregation)
         return Predictions(example_ids=merged["example_id"], labels=merged["labels"],
-                           probabilities=merged["probabilities"], losses=merged["losses"])
+                           probabilities=probabilities(merged["logits"], metadata["task_type"]).numpy(),
+                           losses=merged["losses"])
 
 
 def per_document(windows: dict[str, np.ndarray], task_type: str, aggregation: str) -> Predictions:

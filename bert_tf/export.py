@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from bert_tf.evaluation import default_thresholds
 from bert_tf.files import save_savedmodel
 from bert_tf.long_documents import aggregate, sliding_windows
 from bert_tf.model import probabilities
@@ -43,9 +44,7 @@ class ServingModel(tf.Module):
         self._paired = bool(metadata.get("paired"))
         self._window_stride = metadata.get("doc_stride") if metadata.get("long_document") == "sliding_window" else None
         self._aggregation = aggregation
-        if thresholds is None:
-            thresholds = np.full(len(self._label_names), 0.5)
-        self._thresholds = tf.constant(thresholds, tf.float32)
+        self._thresholds = tf.constant(default_thresholds(metadata) if thresholds is None else thresholds, tf.float32)
 
     def _logits(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
         """The model's logits for packed inputs, run length-sorted in chunks, each trimmed to its longest row.

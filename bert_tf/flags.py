@@ -110,8 +110,9 @@ def define_classifier_flags() -> None:
     flags.DEFINE_integer("save_checkpoints_steps", 1000, "Write model.ckpt-N every this many steps (and at the end).")
     flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints to keep.")
     flags.DEFINE_integer("bucket_window", 50,
-                         "Sort each window of this many batches' worth of examples by length before batching, so "
-                         "batches hold similar lengths and are trimmed to their longest (0: off).")
+                         "Sort each window of this many batches' worth of examples (training, eval and predict) by "
+                         "length before batching, so batches hold similar lengths and are trimmed to their longest "
+                         "(0: off).")
     flags.DEFINE_list("profile_steps", None,
                       "START,END: trace training steps START to END with the TensorFlow profiler into OUTPUT_DIR/train "
                       "(TensorBoard's Profile tab, with `pip install xprof`).")

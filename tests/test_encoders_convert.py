@@ -312,6 +312,29 @@ def test_exported_dir_resolves_to_both_parts(tiny):
     assert handles.preprocess == os.path.join(tiny["output"], "preprocess")
 
 
+def test_encoder_info_reads_the_files_as_hub_load_sees_them(tiny, tmp_path):
+    from bert_tf.encoders import loading
+    from bert_tf.errors import InputError
+
+    handles = resolve_encoder(tiny["output"])
+    info = loading._read_root_attributes(handles)  # the files, without restoring the model
+    assert info is not None and loading.encoder_info(tiny["output"]) == info
+    encoder = hub.load(handles.encoder)
+    assert info.vocab_file == encoder.vocab_file.asset_path.numpy().decode()
+    assert (info.do_lower_case, info.max_position_embeddings) == (False, TINY_CONFIG["max_position_embeddings"])
+    with open(info.vocab_file) as f:
+        assert f.read().split() == TINY_VOCAB
+
+    # A SavedModel whose root lacks the attributes: the files give nothing, and hub.load's path says what is missing.
+    bare = str(tmp_path / "bare")
+    module = tf.Module()
+    module.weight = tf.Variable(1.0)
+    tf.saved_model.save(module, bare)
+    assert loading._read_root_attributes(loading.EncoderHandles(bare, None)) is None
+    with pytest.raises(InputError, match="has no vocab_file/do_lower_case"):
+        loading.encoder_info(bare)
+
+
 def test_local_source_is_converted_once_and_corrupt_cache_rebuilt(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("BERT_TF_HOME", str(tmp_path))
     handles = resolve_encoder(tiny["source"])

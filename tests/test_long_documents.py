@@ -135,13 +135,9 @@ def test_long_document_becomes_linked_windows(tmp_path, tiny_vocab):
         assert ids[:length + 2].tolist() == [2, *token_ids[start:start + length], 3]
         assert mask.sum() == length + 2
     # The test split keeps each document's text once, on its first window.
-    assert tf_texts(out) == [text for text, _ in rows]
-
-
-def tf_texts(records: str) -> list[str]:
     from bert_tf import tfrecords
 
-    return tfrecords.read_texts(records, "test")
+    assert tfrecords.read_texts(out, "test") == [text for text, _ in rows]
 
 
 @pytest.mark.parametrize("flags,expected", [

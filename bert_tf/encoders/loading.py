@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import tensorflow as tf
+from google.protobuf.message import DecodeError
+from tensorflow.core.protobuf import saved_model_pb2
 
 from bert_tf.encoders.registry import EncoderHandles, resolve_encoder
 from bert_tf.errors import InputError
@@ -47,6 +50,9 @@ class EncoderInfo:
 def encoder_info(handle: str) -> EncoderInfo:
     """The vocab, casing and number of positions of an encoder, from the assets TF Hub BERTs carry."""
     handles = resolve(handle)
+    info = _read_root_attributes(handles)
+    if info is not None:
+        return info
     encoder = load_savedmodel(handles.encoder)
     if not hasattr(encoder, "vocab_file") or not hasattr(encoder, "do_lower_case"):
         raise InputError(
@@ -55,10 +61,43 @@ def encoder_info(handle: str) -> EncoderInfo:
         )
     max_positions = DEFAULT_MAX_POSITIONS
     if hasattr(encoder, "bert_config_json"):
-        config = json.loads(encoder.bert_config_json.numpy().decode("utf-8"))
-        max_positions = int(config.get("max_position_embeddings", DEFAULT_MAX_POSITIONS))
+        max_positions = _max_positions(encoder.bert_config_json.numpy())
     vocab_file = encoder.vocab_file.asset_path.numpy().decode("utf-8")
     return EncoderInfo(handles, vocab_file, bool(encoder.do_lower_case.numpy()), max_positions)
+
+
+def _max_positions(bert_config_json: bytes) -> int:
+    return int(json.loads(bert_config_json.decode("utf-8")).get("max_position_embeddings", DEFAULT_MAX_POSITIONS))
+
+
+def _read_root_attributes(handles: EncoderHandles) -> EncoderInfo | None:
+    """encoder_info read from a SavedModel directory's files, without restoring the model.
+
+    hub.load restores every weight and traced function (seconds for a BERT) where only three attributes of the
+    root object are needed: the vocab asset's file name is in saved_model.pb, do_lower_case and
+    bert_config_json are in the variables checkpoint. None when the handle is not a directory (a URL: hub.load
+    downloads it) or its root lacks them (the caller's hub.load path then says so in one line).
+    """
+    directory = handles.encoder
+    try:
+        if not tf.io.gfile.isdir(directory):
+            return None
+        with tf.io.gfile.GFile(os.path.join(directory, "saved_model.pb"), "rb") as f:
+            saved_model = saved_model_pb2.SavedModel.FromString(f.read())
+        meta_graph = saved_model.meta_graphs[0]
+        nodes = meta_graph.object_graph_def.nodes
+        root = {child.local_name: nodes[child.node_id] for child in nodes[0].children}
+        if root.get("vocab_file") is None or root["vocab_file"].WhichOneof("kind") != "asset" or "do_lower_case" not in root:
+            return None
+        filename = meta_graph.asset_file_def[root["vocab_file"].asset.asset_file_def_index].filename
+        checkpoint = tf.train.load_checkpoint(os.path.join(directory, "variables", "variables"))
+        do_lower_case = bool(checkpoint.get_tensor("do_lower_case/.ATTRIBUTES/VARIABLE_VALUE"))
+        config_key = "bert_config_json/.ATTRIBUTES/VARIABLE_VALUE"
+        max_positions = (_max_positions(checkpoint.get_tensor(config_key)) if checkpoint.has_tensor(config_key)
+                         else DEFAULT_MAX_POSITIONS)
+    except (tf.errors.OpError, OSError, ValueError, IndexError, DecodeError):
+        return None
+    return EncoderInfo(handles, os.path.join(directory, "assets", filename), do_lower_case, max_positions)
 
 
 def variable_name(variable: tf.Variable) -> str:
