@@ -213,6 +213,19 @@ def test_training_applies_dropout_and_inference_is_deterministic(tiny):
     assert np.abs(dropped_a["sequence_output"] - first["sequence_output"]).max() > 1e-3
 
 
+def test_dropout_masks_are_the_same_in_every_load(tiny):
+    # Two loads stand for two processes: unseeded random ops would draw fresh OS seeds in each.
+    inputs = {key: tf.constant(value) for key, value in tiny_inputs().items()}
+    runs = []
+    for _ in range(2):
+        encoder = tf.saved_model.load(os.path.join(tiny["output"], "encoder"))
+        runs.append([encoder(inputs, training=True)["sequence_output"].numpy() for _ in range(2)])
+
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    assert np.abs(runs[0][0] - runs[0][1]).max() > 1e-3  # the masks still change from call to call
+
+
 def test_tf1_casing_can_be_overridden(tiny):
     assert load_tf1_checkpoint(tiny["source"])[3] is False
     assert load_tf1_checkpoint(tiny["source"], do_lower_case=True)[3] is True
@@ -346,11 +359,14 @@ def test_local_source_is_converted_once_and_corrupt_cache_rebuilt(tiny, tmp_path
     assert resolve_encoder(tiny["source"]) == handles
     assert os.stat(marker).st_mtime_ns == built
 
-    with open(marker, "w") as f:
-        json.dump({"fingerprint": "not the source's"}, f)
-    assert resolve_encoder(tiny["source"]) == handles
     with open(marker) as f:
-        assert json.load(f)["fingerprint"] != "not the source's"
+        recorded = json.load(f)
+    for stale in ({**recorded, "fingerprint": "not the source's"}, {**recorded, "converter": 1}):
+        with open(marker, "w") as f:
+            json.dump(stale, f)
+        assert resolve_encoder(tiny["source"]) == handles
+        with open(marker) as f:
+            assert json.load(f) == recorded  # converted again
     assert [name for name in os.listdir(os.path.dirname(cache))] == [os.path.basename(cache)]
 
 
@@ -366,9 +382,9 @@ def test_conversion_finished_by_another_process_is_kept(tiny, tmp_path, monkeypa
         twin = os.path.join(tmp_path, "encoders", expected_name)
         shutil.copytree(output_dir, twin)
         with open(os.path.join(twin, "bert_tf_source.json"), "w") as f:
-            json.dump({"fingerprint": fingerprint, "source": "the twin"}, f)
+            json.dump({"fingerprint": fingerprint, "converter": _CONVERTER_VERSION, "source": "the twin"}, f)
 
-    from bert_tf.encoders.registry import _local_fingerprint
+    from bert_tf.encoders.registry import _CONVERTER_VERSION, _local_fingerprint
 
     fingerprint = _local_fingerprint(tiny["source"])
     expected_name = f"tiny_cased_L-2_H-32_A-4-{fingerprint[:16]}"

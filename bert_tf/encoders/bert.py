@@ -8,6 +8,7 @@ Weights are named and laid out as in google-research/bert checkpoints: dense ker
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 from typing import Any, Mapping
@@ -149,6 +150,9 @@ class BertEncoder(tf.Module):
             config.max_position_embeddings,
             message=f"sequence is longer than max_position_embeddings={config.max_position_embeddings}",
         )
+        # Each dropout op gets its own fixed op seed. Without one, a traced random op is seeded from the OS
+        # when the SavedModel loads, and two runs with the same --seed would train differently.
+        self._dropout_op_seeds = itertools.count(1)
         embeddings = (
             tf.gather(w["bert/embeddings/word_embeddings"], word_ids)
             + tf.gather(w["bert/embeddings/token_type_embeddings"], inputs["input_type_ids"])
@@ -186,7 +190,7 @@ class BertEncoder(tf.Module):
         scores = tf.matmul(query, key, transpose_b=True) * (1.0 / math.sqrt(head_size)) + attention_bias
         probs = tf.nn.softmax(scores, axis=-1)
         if training and config.attention_probs_dropout_prob > 0:
-            probs = tf.nn.dropout(probs, rate=config.attention_probs_dropout_prob)
+            probs = tf.nn.dropout(probs, rate=config.attention_probs_dropout_prob, seed=next(self._dropout_op_seeds))
         context = tf.reshape(
             tf.transpose(tf.matmul(probs, value), [0, 2, 1, 3]), [batch, seq_length, config.hidden_size]
         )
@@ -207,4 +211,4 @@ class BertEncoder(tf.Module):
 
     def _dropout(self, x: tf.Tensor, training: bool) -> tf.Tensor:
         rate = self.config.hidden_dropout_prob
-        return tf.nn.dropout(x, rate=rate) if training and rate > 0 else x
+        return tf.nn.dropout(x, rate=rate, seed=next(self._dropout_op_seeds)) if training and rate > 0 else x

@@ -18,6 +18,9 @@ from absl import logging
 
 DEFAULT_NAME = "all-MiniLM-L6-v2"
 _MARKER = "bert_tf_source.json"
+# Bumped when conversion writes a different SavedModel from the same weights, so caches convert again.
+# 2: the encoder's dropout ops have fixed seeds.
+_CONVERTER_VERSION = 2
 _URL_SCHEMES = ("http://", "https://", "gs://")
 _TFHUB = "https://tfhub.dev/tensorflow/"
 _UNCASED = _TFHUB + "bert_en_uncased_preprocess/3"
@@ -129,7 +132,7 @@ def _converted(source: str, fingerprint: str, cache_name: str) -> EncoderHandles
     try:
         convert(source, staging)
         with open(os.path.join(staging, _MARKER), "w", encoding="utf-8") as f:
-            json.dump({"source": source, "fingerprint": fingerprint}, f)
+            json.dump({"source": source, "fingerprint": fingerprint, "converter": _CONVERTER_VERSION}, f)
         if _is_complete(target, fingerprint):
             return handles
         if os.path.exists(target):
@@ -152,9 +155,10 @@ def _converted(source: str, fingerprint: str, cache_name: str) -> EncoderHandles
 def _is_complete(target: str, fingerprint: str) -> bool:
     try:
         with open(os.path.join(target, _MARKER), encoding="utf-8") as f:
-            recorded = json.load(f).get("fingerprint")
+            recorded = json.load(f)
     except (OSError, ValueError):
         return False
-    return recorded == fingerprint and all(
+    current = recorded.get("fingerprint") == fingerprint and recorded.get("converter") == _CONVERTER_VERSION
+    return current and all(
         os.path.isfile(os.path.join(target, part, "saved_model.pb")) for part in ("encoder", "preprocess")
     )
