@@ -358,15 +358,18 @@ def padded_eval_dataset(data_dir: str, split: str, metadata: dict, global_batch_
     little padding; the order is otherwise the file's, and the caller restores it from example_id.
     """
     window = global_batch_size * max(batches_per_bucket_window, 1)
-    dataset = tf.data.TFRecordDataset(split_files(data_dir, split)).batch(window)
-    dataset = dataset.map(lambda s: parse_examples(s, metadata), num_parallel_calls=tf.data.AUTOTUNE)
+    records = tf.data.TFRecordDataset(split_files(data_dir, split))
+    dataset = records.batch(window).map(lambda s: parse_examples(s, metadata), num_parallel_calls=tf.data.AUTOTUNE)
     if batches_per_bucket_window > 1:
         dataset = dataset.map(_sort_by_length)
     dataset = dataset.unbatch()
     size = metadata[{"train": "train_data_size", "dev": "eval_data_size", "test": "test_data_size"}[split]]
     padding = (-size) % global_batch_size
     if padding:
-        filler = dataset.take(1).map(lambda features: {**features, "is_real_example": tf.constant(0, tf.int32)})
+        # A copy of the first record, read on its own: repeating a take(1) of `dataset` would parse and sort
+        # a whole window again for every filler row.
+        first = records.take(1).batch(1).map(lambda s: parse_examples(s, metadata)).unbatch()
+        filler = first.map(lambda features: {**features, "is_real_example": tf.constant(0, tf.int32)})
         dataset = dataset.concatenate(filler.repeat(padding))
     dataset = dataset.batch(global_batch_size, drop_remainder=True)
     return _shard_by_data(dataset.prefetch(tf.data.AUTOTUNE))

@@ -151,6 +151,36 @@ def test_second_run_replaces_the_first(tmp_path, tiny_vocab):
     assert len(read_split(out, "train")["input_ids"]) == metadata["train_data_size"] == 30
 
 
+def test_padded_eval_dataset_fills_the_last_batch_and_sorts_each_window(tmp_path, tiny_vocab):
+    out = str(tmp_path / "records")
+    train = write_csv(str(tmp_path / "train.csv"), sentiment_rows(8))
+    dev = write_csv(str(tmp_path / "dev.csv"), sentiment_rows(21, seed=4))
+    metadata = run_in_process([f"--train_file={train}", f"--dev_file={dev}", "--text_column=text",
+                               "--label_column=label", f"--vocab_file={tiny_vocab}", f"--output_dir={out}",
+                               "--max_examples_per_file=5"])
+    records = read_split(out, "dev")
+
+    batches = list(tfrecords.padded_eval_dataset(out, "dev", metadata, global_batch_size=4,
+                                                 batches_per_bucket_window=2).as_numpy_iterator())
+    assert [len(batch["input_ids"]) for batch in batches] == [4] * 6  # 21 examples and 3 filler rows
+    rows = {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
+    np.testing.assert_array_equal(rows["is_real_example"], [1] * 21 + [0] * 3)
+    for name in records:
+        if name != "is_real_example":
+            np.testing.assert_array_equal(rows[name][21:], np.repeat(records[name][:1], 3, axis=0))  # first record
+
+    real = np.argsort(rows["example_id"][:21])
+    np.testing.assert_array_equal(rows["example_id"][:21][real], records["example_id"])
+    for name in records:
+        np.testing.assert_array_equal(rows[name][:21][real], records[name])
+    lengths = rows["input_mask"][:21].sum(axis=1)
+    for start in range(0, 21, 8):  # windows of 2 batches of 4, each sorted, shortest first; none mixed
+        window = slice(start, min(start + 8, 21))
+        assert (np.diff(lengths[window]) >= 0).all()
+        np.testing.assert_array_equal(np.sort(rows["example_id"][window]), records["example_id"][window])
+    assert len(set(lengths)) > 1  # so the sorting was tested
+
+
 def test_multilabel_from_indicator_columns(tmp_path, tiny_vocab):
     rows = [("good film", 1, 0, 0), ("bad plot", 0, 1, 1), ("fine", 0, 0, 0), ("love it", 1, 0, 1)]
     train = write_csv(str(tmp_path / "train.csv"), rows, header=("text", "joy", "anger", "fear"))

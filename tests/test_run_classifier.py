@@ -175,6 +175,21 @@ def test_strategies_reach_the_same_weights(tiny_records, tiny_encoder, tmp_path)
     assert not os.path.exists(os.path.join(multi, ".worker_tmp", str(processes[1].pid)))
 
 
+def test_same_seed_trains_alike_with_dropout(tiny_records, tmp_path):
+    """Two runs with the same --seed reach the same weights, with dropout on in the encoder and the head."""
+    from conftest import TINY_CONFIG, write_tiny_encoder
+
+    encoder = write_tiny_encoder(str(tmp_path / "encoder"),
+                                 {**TINY_CONFIG, "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1})
+    runs = [str(tmp_path / f"run{index}") for index in range(2)]
+    for run in runs:
+        run_classifier(tiny_records, encoder, run, "--do_train", "--num_train_epochs=1", "--dropout_rate=0.1",
+                       "--seed=3")
+
+    first, second = (read_weights(os.path.join(run, "model.ckpt-8")) for run in runs)
+    assert max_difference(first, second) == 0
+
+
 def read_weights_of_encoder_start(encoder_dir: str) -> dict[str, np.ndarray]:
     """The encoder's weights before fine-tuning, keyed as in a run's checkpoint."""
     import tensorflow_hub as hub
