@@ -112,8 +112,8 @@ def pad_multiple(strategy: tf.distribute.Strategy) -> int | None:
     """What each batch's length is trimmed to a multiple of (tfrecords.model_inputs).
 
     TPUs compile a program per input shape: they keep max_seq_length (None). GPUs round up to 8, where
-    float16 tensor cores want their matrix sizes. oneDNN on CPU runs any size: the exact longest wastes
-    nothing (SST-2 with sorted batches: 13.9 tokens a batch on average, 17.2 rounded up to 8).
+    float16 tensor cores want their matrix sizes. oneDNN on CPU runs any size, so the exact longest wastes
+    nothing; rounding up would pad every batch of short sentences by a few tokens.
     """
     if isinstance(strategy, tf.distribute.TPUStrategy):
         return None

@@ -106,7 +106,8 @@ def define_classifier_flags() -> None:
     flags.DEFINE_enum("mixed_precision", "auto", ["auto", "bf16", "fp16", "none"],
                       "auto: bf16 on CPUs with AMX/AVX512-BF16, fp16 (grappler rewrite, no loss scaling) on GPU, none on TPU "
                       "(its matmuls already run in bfloat16) and other CPUs.")
-    flags.DEFINE_integer("seed", 42, "Seed of the head's initialization, dropout and data order.")
+    flags.DEFINE_integer("seed", 42, "Seed of the head's initialization and dropout and of the data order. Encoders "
+                         "bert_tf converted have fixed dropout seeds, so two runs with the same seed train alike.")
     flags.DEFINE_integer("save_checkpoints_steps", 1000, "Write model.ckpt-N every this many steps (and at the end).")
     flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints to keep.")
     flags.DEFINE_integer("bucket_window", 50,
