@@ -104,7 +104,7 @@ def define_classifier_flags() -> None:
     flags.DEFINE_string("tpu_zone", None, "GCE zone of the TPU.")
     flags.DEFINE_string("gcp_project", None, "GCP project of the TPU.")
     flags.DEFINE_enum("mixed_precision", "auto", ["auto", "bf16", "fp16", "none"],
-                      "auto: bf16 on CPUs with AMX/AVX512-BF16, fp16 (grappler rewrite, no loss scaling) on GPU, none on TPU "
+                      "auto: bf16 on CPUs with AMX/AVX512-BF16, fp16 (grappler rewrite, dynamic loss scaling) on GPU, none on TPU "
                       "(its matmuls already run in bfloat16) and other CPUs.")
     flags.DEFINE_integer("seed", 42, "Seed of the head's initialization and dropout and of the data order. Encoders "
                          "bert_tf converted have fixed dropout seeds, so two runs with the same seed train alike.")

@@ -81,12 +81,17 @@ def create_optimizer(
     warmup_steps: int,
     weight_decay: float = 0.01,
     gradient_accumulation_steps: int = 1,
-) -> FusedAdamW:
+    loss_scaling: bool = False,
+) -> keras.optimizers.Optimizer:
     """AdamW as BERT fine-tunes: β=(0.9, 0.999), ε=1e-6.
 
     BERT also clips gradients to a global norm of 1.0; the training step does that (`clip_gradients`),
     because Keras clips each replica's partial gradients before summing them across replicas, which is not
     the norm of the batch's gradient.
+
+    With `loss_scaling` (float16 training), the AdamW is wrapped in Keras's dynamic LossScaleOptimizer:
+    small float16 gradients underflow to zero unless the loss is scaled up first. It starts at 2^15, skips
+    any step whose gradients overflow (halving the scale) and doubles the scale after 2,000 good steps.
     """
     optimizer = FusedAdamW(
         learning_rate=WarmupLinearDecay(learning_rate, total_steps, warmup_steps),
@@ -97,12 +102,18 @@ def create_optimizer(
         gradient_accumulation_steps=gradient_accumulation_steps if gradient_accumulation_steps > 1 else None,
     )
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
-    return optimizer
+    return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scaling else optimizer
 
 
-def clip_gradients(gradients: list[tf.Tensor], clip_norm: float = 1.0) -> list[tf.Tensor]:
+def clip_gradients(gradients: list[tf.Tensor], clip_norm: float = 1.0,
+                   loss_scale: tf.Tensor | None = None) -> list[tf.Tensor]:
     """In a replica context: sums the gradients over replicas, clips their global norm, and returns them
-    divided by the number of replicas, so the optimizer's own cross-replica sum yields the clipped total."""
+    divided by the number of replicas, so the optimizer's own cross-replica sum yields the clipped total.
+
+    Gradients of a loss multiplied by `loss_scale` are clipped by their unscaled norm and stay scaled (the
+    LossScaleOptimizer divides them). If that norm overflows, they all become NaN: the optimizer then skips
+    the step and lowers the scale, where clipping to zero would hide the overflow from it.
+    """
     context = tf.distribute.get_replica_context()
     # Embedding gradients come as IndexedSlices with one row per token occurrence; Keras's AdamW makes them
     # dense anyway, and summing them dense here gives the same result whatever the number of replicas.
@@ -110,5 +121,9 @@ def clip_gradients(gradients: list[tf.Tensor], clip_norm: float = 1.0) -> list[t
     total = context.all_reduce(tf.distribute.ReduceOp.SUM, dense)
     # tf.clip_by_global_norm's scale and the division by replicas in one multiply: one pass, not two.
     norm = tf.linalg.global_norm(total)
+    if loss_scale is not None:
+        norm = norm / loss_scale
     scale = clip_norm / tf.maximum(norm, clip_norm) / context.num_replicas_in_sync
+    if loss_scale is not None:
+        scale = tf.where(tf.math.is_finite(norm), scale, float("nan"))
     return [gradient * scale for gradient in total]

@@ -78,7 +78,8 @@ def check_output_dir(output_dir: str, run: dict, overwrite: bool, chief: bool) -
                 )
 
 
-def build(strategy: tf.distribute.Strategy, encoder_handle: str, metadata: dict, pooling: str, total_steps: int):
+def build(strategy: tf.distribute.Strategy, encoder_handle: str, metadata: dict, pooling: str, total_steps: int,
+          precision: str):
     """The classifier and its optimizer, created inside the strategy's scope (where variables are placed)."""
     with strategy.scope():
         keras.utils.set_random_seed(FLAGS.seed)
@@ -86,7 +87,7 @@ def build(strategy: tf.distribute.Strategy, encoder_handle: str, metadata: dict,
         model = BertClassifier(encoder, metadata["num_labels"], pooling=pooling, dropout_rate=FLAGS.dropout_rate)
         optimizer = create_optimizer(
             FLAGS.learning_rate, total_steps, int(total_steps * FLAGS.warmup_proportion), FLAGS.weight_decay,
-            gradient_accumulation_steps=FLAGS.gradient_accumulation_steps,
+            gradient_accumulation_steps=FLAGS.gradient_accumulation_steps, loss_scaling=precision == "fp16",
         )
     return model, optimizer
 
@@ -155,7 +156,7 @@ def main(argv):
         if FLAGS.do_train and tf.io.gfile.exists(stale_thresholds):  # tuned for the weights training replaces
             tf.io.gfile.remove(stale_thresholds)
     total_steps = config.total_steps(metadata) if FLAGS.do_train else 1
-    model, optimizer = build(strategy, info.handles.encoder, metadata, pooling, total_steps)
+    model, optimizer = build(strategy, info.handles.encoder, metadata, pooling, total_steps, precision)
     trainer = Trainer(strategy, model, optimizer, metadata, config)
     if FLAGS.init_checkpoint and not trainer.restore_from.latest_checkpoint:
         tf.train.Checkpoint(model=model).restore(FLAGS.init_checkpoint).expect_partial()

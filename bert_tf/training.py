@@ -125,13 +125,16 @@ class Trainer:
         return int(self.step_counter.numpy())
 
     def _replica_step(self, features):
+        scaling = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
         with tf.GradientTape() as tape:
             logits = self.model(tfrecords.model_inputs(features, self.config.pad_multiple), training=True)
             losses = per_example_loss(features["label_ids"], logits, self.task_type) * features["weight"]
             # Sum over this replica's examples / global batch: the optimizer sums gradients over replicas,
             # which then average over the global batch whatever the number of replicas.
             loss = tf.reduce_sum(losses) / self.config.global_batch_size
-        gradients = clip_gradients(tape.gradient(loss, self.model.trainable_variables), self.config.clip_norm)
+            scaled_loss = self.optimizer.scale_loss(loss) if scaling else loss
+        gradients = clip_gradients(tape.gradient(scaled_loss, self.model.trainable_variables), self.config.clip_norm,
+                                   loss_scale=self.optimizer.dynamic_scale if scaling else None)
         self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
         return loss
 
@@ -193,7 +196,7 @@ class Trainer:
                     if not np.isfinite(loss):
                         raise TrainingDiverged(
                             f"loss became {loss} between steps {step} and {step + num_steps}; the last good checkpoint "
-                            f"is kept. Usual causes: a learning rate too high, fp16 without loss scaling, bad labels"
+                            f"is kept. Usual causes: a learning rate too high, bad labels"
                         )
                     step += num_steps
                     examples_per_sec = num_steps * config.global_batch_size / elapsed

@@ -77,3 +77,35 @@ def test_clip_gradients_equals_clip_by_global_norm(scale):
     assert (float(norm) > 1.0) == (scale > 1)
     for got, want in zip(clipped, expected):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
+
+
+def test_loss_scaling_trains_as_unscaled_and_skips_overflowing_steps():
+    rng = np.random.default_rng(3)
+    gradients = [tf.constant(rng.normal(size=shape).astype(np.float32) * 10) for shape in SHAPES.values()]
+
+    def step(optimizer: keras.optimizers.Optimizer, weights: list[keras.Variable], scale: float | None) -> None:
+        scaled = [gradient * scale for gradient in gradients] if scale else gradients
+        loss_scale = optimizer.dynamic_scale if scale else None
+        clipped = tf.distribute.get_strategy().run(lambda: clip_gradients(scaled, clip_norm=1.0, loss_scale=loss_scale))
+        optimizer.apply(clipped, weights)
+
+    reference, reference_weights = create_optimizer(1e-2, total_steps=10, warmup_steps=0), variables(0)
+    step(reference, reference_weights, scale=None)
+    scaling, weights = create_optimizer(1e-2, total_steps=10, warmup_steps=0, loss_scaling=True), variables(0)
+    assert isinstance(scaling, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(scaling.inner_optimizer, FusedAdamW)
+    scaling.build(weights)
+
+    # A scale whose gradients' squared norm overflows float32: the step is skipped and the scale halved.
+    scaling.dynamic_scale.assign(2.0**100)
+    step(scaling, weights, scale=2.0**100)
+    for weight, start in zip(weights, variables(0)):
+        np.testing.assert_array_equal(weight.numpy(), start.numpy())
+    assert float(scaling.dynamic_scale) == 2.0**99 and int(scaling.iterations) == 0
+
+    # The default scale fits: the step equals the unscaled one (powers of two scale exactly).
+    scaling.dynamic_scale.assign(2.0**15)
+    step(scaling, weights, scale=2.0**15)
+    assert int(scaling.iterations) == 1
+    for got, want in zip(weights, reference_weights):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-7)

@@ -175,6 +175,23 @@ def test_strategies_reach_the_same_weights(tiny_records, tiny_encoder, tmp_path)
     assert not os.path.exists(os.path.join(multi, ".worker_tmp", str(processes[1].pid)))
 
 
+def test_fp16_loss_scaling_trains_as_float32_where_nothing_overflows(tiny_records, tiny_encoder, tmp_path):
+    """--mixed_precision=fp16 wraps the optimizer in a LossScaleOptimizer. On a CPU, grappler's float16 rewrite
+    finds no GPU to rewrite for, so only the loss scaling remains: by 2^15, which is exact in float32. Two
+    replicas take the optimizer's merge_call path."""
+    flags = ["--do_train", "--num_train_epochs=1"]
+    reference, scaled = str(tmp_path / "float32"), str(tmp_path / "fp16")
+    run_classifier(tiny_records, tiny_encoder, reference, *flags)
+    run_classifier(tiny_records, tiny_encoder, scaled, *flags, "--mixed_precision=fp16",
+                   "--distribution_strategy=mirrored", "--num_cpu_replicas=2")
+
+    reader = tf.train.load_checkpoint(os.path.join(scaled, "model.ckpt-8"))
+    scale = [name for name in reader.get_variable_to_shape_map() if "dynamic_scale" in name]
+    assert scale and float(reader.get_tensor(scale[0])) == 2.0**15  # checkpointed, and no step overflowed
+    assert max_difference(read_weights(os.path.join(reference, "model.ckpt-8")),
+                          read_weights(os.path.join(scaled, "model.ckpt-8"))) < 1e-5
+
+
 def test_same_seed_trains_alike_with_dropout(tiny_records, tmp_path):
     """Two runs with the same --seed reach the same weights, with dropout on in the encoder and the head."""
     from conftest import TINY_CONFIG, write_tiny_encoder
