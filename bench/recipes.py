@@ -37,8 +37,8 @@ import time
 
 from absl import app, flags
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(REPO, "..", "shared", "data")
+from shared_data import SHARED, goemotions_table, read_results
+
 RECIPES = ("mrpc", "cola", "goemotions", "imdb")
 
 flags.DEFINE_enum("recipe", "all", ["all", *RECIPES], "Which recipe to run.")
@@ -59,11 +59,6 @@ def run(module: str, *args: str) -> float:
     if done.returncode != 0:
         sys.exit(f"{module} failed:\n{done.stderr[-3000:]}")
     return time.time() - started
-
-
-def read_results(path: str) -> dict[str, float]:
-    with open(path) as f:
-        return {key: float(value) for key, value in (line.split(" = ") for line in f.read().splitlines())}
 
 
 def fine_tune(work: str, name: str, create_flags: list[str], classifier_flags: list[str], epochs: float) -> tuple[str, float]:
@@ -87,18 +82,6 @@ def cola(work: str) -> dict:
                              ["--do_eval"], epochs=3)
     dev = read_results(os.path.join(output, "eval_results.txt"))
     return {"cola_dev_mcc": dev["eval_mcc"], "cola_dev_accuracy": dev["eval_accuracy"], "cola_wall_s": wall}
-
-
-def goemotions_table(work: str, split: str, names: list[str]) -> str:
-    """The headerless id-labelled TSV → text<TAB>labels (comma-separated names), which create_tfrecords reads."""
-    path = os.path.join(work, f"goemotions_{split}.tsv")
-    with open(os.path.join(SHARED, "goemotions", f"{split}.tsv"), encoding="utf-8") as source, \
-            open(path, "w", encoding="utf-8") as target:
-        target.write("text\tlabels\n")
-        for line in source:
-            text, ids, _ = line.rstrip("\n").split("\t")
-            target.write(f"{text}\t{','.join(names[int(i)] for i in ids.split(','))}\n")
-    return path
 
 
 def goemotions(work: str) -> dict:

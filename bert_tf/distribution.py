@@ -136,7 +136,8 @@ def configure_precision(mode: str, strategy: tf.distribute.Strategy) -> str:
     A TF Hub encoder runs its own saved graph, which Keras dtype policies do not reach. Grappler's rewrites
     do: on CPU, oneDNN's bfloat16 rewrite (measured 1.3x faster training of the SavedModel encoder on a
     2-core Sapphire Rapids CPU); on GPU, grappler's float16 rewrite, with which the training step scales the
-    loss (optimization.create_optimizer(loss_scaling=True); untested on a GPU: there is none here). TPUs compute matmuls in bfloat16 already, so "auto" leaves them alone.
+    loss (optimization.create_optimizer(loss_scaling=True); untested on a GPU: there is none here). TPUs
+    compute matmuls in bfloat16 already, so "auto" leaves them alone.
     """
     if mode == "auto":
         if isinstance(strategy, tf.distribute.TPUStrategy):
