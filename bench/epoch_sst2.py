@@ -63,8 +63,9 @@ import time
 
 from absl import app, flags
 
+from shared_data import SHARED, spread
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(REPO, "..", "shared", "data", "sst2")
 
 flags.DEFINE_integer("max_train_examples", None, "Use only the first N rows of train.tsv, in file order (default: all).")
 flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate, both sides.")
@@ -73,7 +74,7 @@ flags.DEFINE_integer("max_seq_length", 64, "Tokens per example, [CLS] and [SEP] 
 flags.DEFINE_enum("pooling", "auto", ["auto", "pooled", "cls", "mean"],
                   "Our --pooling (auto = mean for this encoder; HF always uses the pooler: pass 'pooled' to match).")
 flags.DEFINE_boolean("hf_bf16", None, "Trainer's bf16 (default: on if the CPU has amx_bf16 or avx512_bf16).")
-flags.DEFINE_string("data_dir", DATA, "Directory of SST-2's train.tsv and dev.tsv.")
+flags.DEFINE_string("data_dir", os.path.join(SHARED, "sst2"), "Directory of SST-2's train.tsv and dev.tsv.")
 flags.DEFINE_enum("side", "both", ["both", "ours", "hf"], "Run both sides (each in its own child) or only one, in-process.")
 flags.DEFINE_string("work_dir", None, "Where the subset, records and run go (default: a temp dir, deleted after).")
 FLAGS = flags.FLAGS
@@ -258,10 +259,6 @@ def mean_of(runs: list[dict], key: str, digits: int = 1) -> float:
     return round(statistics.mean(run[key] for run in runs), digits)
 
 
-def std_of(runs: list[dict], key: str) -> float:
-    return round(statistics.stdev(run[key] for run in runs), 4) if len(runs) > 1 else 0.0
-
-
 def main(argv):
     del argv
     seeds = [int(seed) for seed in FLAGS.seeds]
@@ -308,11 +305,12 @@ def main(argv):
         "eval_s_hf": mean_of(hf_runs, "eval_s"),
         "dev_acc_ours": mean_of(ours_runs, "dev_acc", 4),
         "dev_acc_hf": mean_of(hf_runs, "dev_acc", 4),
-        "dev_acc_ours_std": std_of(ours_runs, "dev_acc"),
-        "dev_acc_hf_std": std_of(hf_runs, "dev_acc"),
+        "dev_acc_ours_std": spread([run["dev_acc"] for run in ours_runs]),
+        "dev_acc_hf_std": spread([run["dev_acc"] for run in hf_runs]),
         "dev_acc_ours_runs": [round(run["dev_acc"], 4) for run in ours_runs],
         "dev_acc_hf_runs": [round(run["dev_acc"], 4) for run in hf_runs],
-        "ours_minus_hf_dev_acc": round(mean_of(ours_runs, "dev_acc", 6) - mean_of(hf_runs, "dev_acc", 6), 4),
+        "ours_minus_hf_dev_acc": round(statistics.mean(run["dev_acc"] for run in ours_runs)
+                                       - statistics.mean(run["dev_acc"] for run in hf_runs), 4),
         "max_rss_gb_ours": round(rss_ours, 3),
         "max_rss_gb_hf": round(rss_hf, 3),
         "ours_over_hf_max_rss": round(rss_ours / rss_hf, 3),

@@ -30,7 +30,7 @@ import time
 
 from absl import app, flags
 
-from shared_data import SHARED, goemotions_table, read_results
+from shared_data import SHARED, goemotions_table, read_results, spread
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASKS = ("sst2", "ag_news", "goemotions")
@@ -101,7 +101,7 @@ def compare(work: str) -> dict:
                 print(f"{task} pooling={pooling} seed={seed}: {metric} {scores[-1]:.4f} "
                       f"({time.perf_counter() - started:.0f} s)", flush=True)
             figures[f"{task}_{pooling}_mean"] = round(statistics.mean(scores), 4)
-            figures[f"{task}_{pooling}_std"] = round(statistics.stdev(scores), 4) if len(scores) > 1 else 0.0
+            figures[f"{task}_{pooling}_std"] = spread(scores)
             figures[f"{task}_{pooling}_runs"] = [round(score, 4) for score in scores]
             print(f"{task} pooling={pooling}: {metric} {figures[f'{task}_{pooling}_mean']:.4f} "
                   f"± {figures[f'{task}_{pooling}_std']:.4f} over {len(scores)} seeds", flush=True)

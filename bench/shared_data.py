@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
 
@@ -22,3 +23,8 @@ def goemotions_table(work: str, split: str, names: list[str]) -> str:
             text, ids, _ = line.rstrip("\n").split("\t")
             target.write(f"{text}\t{','.join(names[int(i)] for i in ids.split(','))}\n")
     return path
+
+
+def spread(values: list[float]) -> float:
+    """Standard deviation over seeds, rounded as the figures are; 0.0 for a single run."""
+    return round(statistics.stdev(values), 4) if len(values) > 1 else 0.0
