@@ -438,18 +438,13 @@ def test_quoted_fields_numbers_as_text_and_mixed_labels_just_work(tmp_path, tiny
 
 def test_ten_megabyte_cells_just_work(tmp_path, tiny_vocab):
     """A 10 MB text in a CSV (train) and in a TSV (test): read whole, truncated to max_seq_length when tokenized."""
-    import time
-
     big = ("good film bad plot " * (11 * 2**20 // 19))[: 10 * 2**20]
     train = write(tmp_path / "train.csv", f'text,label\n"{big}",pos\nbad film,neg\n')
     test = write(tmp_path / "test.tsv", f"text\tlabel\nbad film\tneg\n{big}\tpos\n")
     out = str(tmp_path / "records")
-    started = time.perf_counter()
     metadata = run_in_process([f"--train_file={train}", f"--test_file={test}", "--text_column=text",
                                "--label_column=label", f"--vocab_file={tiny_vocab}", "--max_seq_length=8",
                                f"--output_dir={out}"])
-    elapsed = time.perf_counter() - started
-    assert elapsed < 60, f"{elapsed:.1f}s for two 10 MB cells"  # about 4s on 2 CPU cores
     assert metadata["train_data_size"] == metadata["test_data_size"] == 2
     assert metadata["truncated_examples"]["train"] == metadata["truncated_examples"]["test"] == 1
     good, film, bad, plot = (TINY_VOCAB.index(w) for w in ("good", "film", "bad", "plot"))
