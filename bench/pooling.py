@@ -5,7 +5,7 @@
 
 all-MiniLM-L6-v2 was trained as a sentence embedder through mean pooling; its pooler ([CLS] → dense → tanh)
 was never trained by that, so `--pooling=auto` has to be chosen by measurement. One run is not enough: with
-1 epoch on a few thousand rows, seeds move dev accuracy by about a point. Each (task, pooling, seed) is
+1 epoch on a few thousand rows, dev accuracy moves from seed to seed. Each (task, pooling, seed) is
 `python -m bert_tf.run_classifier` with its defaults (lr 5e-5, batch 32) but --num_train_epochs=1, on records
 written once per task by `python -m bert_tf.create_tfrecords`:
 
@@ -23,16 +23,16 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 from absl import app, flags
 
-from shared_data import SHARED, goemotions_table, read_results, spread
+from bert_tf.reports import read_results
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from shared_data import SHARED, copy_first_rows, goemotions_label_names, goemotions_table, run_module, spread
+
 TASKS = ("sst2", "ag_news", "goemotions")
 
 flags.DEFINE_list("tasks", ["sst2", "ag_news"], f"Tasks among {', '.join(TASKS)}.")
@@ -43,30 +43,12 @@ flags.DEFINE_string("work_dir", None, "Where tables, records and runs go (defaul
 FLAGS = flags.FLAGS
 
 
-def run(module: str, *args: str) -> None:
-    command = [sys.executable, "-m", f"bert_tf.{module}", *args]
-    done = subprocess.run(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-
-
-def head(source: str, target: str, rows: int) -> str:
-    """A copy of `source` with its header and first `rows` rows."""
-    with open(source, encoding="utf-8") as f, open(target, "w", encoding="utf-8") as out:
-        out.write(next(f))
-        for index, line in enumerate(f):
-            if index >= rows:
-                break
-            out.write(line)
-    return target
-
-
 def write_records(task: str, work: str) -> tuple[str, str]:
     """Writes the task's records; returns their dir and the eval_results.txt key to compare."""
     records = os.path.join(work, f"{task}_records")
     if task == "sst2":
-        train = head(os.path.join(SHARED, "sst2", "train.tsv"), os.path.join(work, "sst2_train.tsv"),
-                     FLAGS.max_train_examples)
+        train = os.path.join(work, "sst2_train.tsv")
+        copy_first_rows(os.path.join(SHARED, "sst2", "train.tsv"), train, FLAGS.max_train_examples)
         tables = [f"--train_file={train}", f"--dev_file={SHARED}/sst2/dev.tsv", "--text_column=sentence",
                   "--label_column=label", "--max_seq_length=64"]
         metric = "eval_accuracy"
@@ -75,14 +57,13 @@ def write_records(task: str, work: str) -> tuple[str, str]:
                   "--text_column=text", "--label_column=label", "--max_seq_length=128"]
         metric = "eval_accuracy"
     else:
-        with open(os.path.join(SHARED, "goemotions", "labels.txt"), encoding="utf-8") as f:
-            names = f.read().split()
-        train = head(goemotions_table(work, "train", names), os.path.join(work, "goemotions_train_head.tsv"),
-                     FLAGS.max_train_examples)
+        names = goemotions_label_names()
+        train = os.path.join(work, "goemotions_train_head.tsv")
+        copy_first_rows(goemotions_table(work, "train", names), train, FLAGS.max_train_examples)
         tables = [f"--train_file={train}", f"--dev_file={goemotions_table(work, 'dev', names)}",
                   "--text_column=text", "--label_column=labels", "--task_type=multilabel", "--max_seq_length=64"]
         metric = "eval_macro_auc"
-    run("create_tfrecords", *tables, f"--output_dir={records}")
+    run_module("create_tfrecords", *tables, f"--output_dir={records}", quiet=True)
     return records, metric
 
 
@@ -95,8 +76,8 @@ def compare(work: str) -> dict:
             for seed in FLAGS.seeds:
                 output = os.path.join(work, f"{task}_{pooling}_{seed}")
                 started = time.perf_counter()
-                run("run_classifier", f"--data_dir={records}", f"--output_dir={output}", "--do_train", "--do_eval",
-                    "--num_train_epochs=1", f"--pooling={pooling}", f"--seed={seed}")
+                run_module("run_classifier", f"--data_dir={records}", f"--output_dir={output}", "--do_train",
+                           "--do_eval", "--num_train_epochs=1", f"--pooling={pooling}", f"--seed={seed}", quiet=True)
                 scores.append(read_results(os.path.join(output, "eval_results.txt"))[metric])
                 print(f"{task} pooling={pooling} seed={seed}: {metric} {scores[-1]:.4f} "
                       f"({time.perf_counter() - started:.0f} s)", flush=True)

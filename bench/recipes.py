@@ -17,10 +17,10 @@ and for IMDB `imdb_sliding_over_truncate`).
   --work_dir; 64 tokens, --epochs (default 1), lr 1e-4, thresholds tuned on dev (--tune_thresholds), scored on
   test (test_eval_results.txt: micro/macro F1 at the tuned thresholds; eval_results.txt has dev at 0.5 and tuned).
 - imdb: a class-balanced sample of --imdb_train_docs train and --imdb_test_docs test reviews (seed 42; the full
-  25k/25k is hours here), both at max_seq_length 128: once truncated (the review's first 126 word-pieces), once
-  as sliding windows 96 tokens apart (--doc_stride=96), windows' logits averaged per review. Same training epochs
-  (1), learning rate (1e-4) and seed; test accuracy per review. On a CPU with no GPU each recipe takes
-  minutes (MRPC, CoLA) to about half an hour (GoEmotions, IMDB): the wall time of each is printed.
+  25k/25k is too slow on a CPU), both at max_seq_length 128: once truncated (the review's first 126 word-pieces),
+  once as sliding windows 96 tokens apart (--doc_stride=96), windows' logits averaged per review. Same training
+  epochs (1), learning rate (1e-4) and seed; test accuracy per review. On a CPU with no GPU the recipes are long
+  (GoEmotions and IMDB the longest): the wall time of each is printed.
 """
 
 from __future__ import annotations
@@ -30,14 +30,15 @@ import gzip
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
 
 from absl import app, flags
 
-from shared_data import SHARED, goemotions_table, read_results
+from bert_tf.reports import read_results
+
+from shared_data import SHARED, goemotions_label_names, goemotions_table, run_module
 
 RECIPES = ("mrpc", "cola", "goemotions", "imdb")
 
@@ -52,13 +53,9 @@ LEARNING_RATE = "1e-4"  # all-MiniLM-L6-v2 is small: 1e-4 beat 5e-5 on SST-2 (RE
 
 
 def run(module: str, *args: str) -> float:
-    command = [sys.executable, "-m", f"bert_tf.{module}", *args]
-    print("$", " ".join(command), flush=True)
-    started = time.time()
-    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if done.returncode != 0:
-        sys.exit(f"{module} failed:\n{done.stderr[-3000:]}")
-    return time.time() - started
+    """run_module, quiet, after printing the command; in our own directory, where a relative --work_dir is."""
+    print("$", sys.executable, "-m", f"bert_tf.{module}", *args, flush=True)
+    return run_module(module, *args, quiet=True, cwd=None)
 
 
 def fine_tune(work: str, name: str, create_flags: list[str], classifier_flags: list[str], epochs: float) -> tuple[str, float]:
@@ -85,8 +82,7 @@ def cola(work: str) -> dict:
 
 
 def goemotions(work: str) -> dict:
-    with open(os.path.join(SHARED, "goemotions", "labels.txt"), encoding="utf-8") as f:
-        names = f.read().split()
+    names = goemotions_label_names()
     train, dev, test = (goemotions_table(work, split, names) for split in ("train", "dev", "test"))
     output, wall = fine_tune(
         work, "goemotions",

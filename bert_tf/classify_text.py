@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tokenizer ops the export uses)
-from absl import app, flags
+from absl import app
 
+from bert_tf import flags as bert_flags
 from bert_tf.errors import InputError, exits_cleanly_on_bad_input
 
-flags.DEFINE_string("model", None, "Directory of the exported SavedModel (OUTPUT_DIR/export).")
-FLAGS = flags.FLAGS
+FLAGS = bert_flags.FLAGS
 
 
 @exits_cleanly_on_bad_input
@@ -29,4 +29,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    bert_flags.define_classify_text_flags()
     app.run(main)

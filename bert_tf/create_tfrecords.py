@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from typing import TYPE_CHECKING
 
 from absl import app, logging
 
@@ -23,47 +24,52 @@ from bert_tf.errors import InputError, exits_cleanly_on_bad_input
 from bert_tf.labels import LabelSpace, encode_labels, infer_label_space
 from bert_tf.progress import Progress
 
+if TYPE_CHECKING:
+    from bert_tf.records import RecordsMetadata
+
 # TensorFlow is imported only once the tables have passed every check (in create_tfrecords): importing it
 # takes seconds, and a typo in a column name should be reported at once.
 
 FLAGS = bert_flags.FLAGS
 
 
-def read_splits() -> dict[str, tables.TextTable]:
-    """The train/dev/test tables named by the flags (dev and test optional)."""
-    if FLAGS.task_name:
-        task = FLAGS.task_name.lower()
+def read_splits(task_name: str | None, data_dir: str | None, files: dict[str, str | None], text_column: str | None,
+                label_columns: list[str] | None, text_b_column: str | None = None) -> dict[str, tables.TextTable]:
+    """The train/dev/test tables of a known task, or of `files` (split → path; dev and test optional)."""
+    if task_name:
+        task = task_name.lower()
         if task == "bbc_news":
             return tables.read_bbc_news()
         if task not in tables.GLUE_TASKS:
-            raise InputError(f"unknown task '{FLAGS.task_name}'", flag="task_name", hint=f"use bbc_news or one of {', '.join(tables.GLUE_TASKS)}")
-        if not FLAGS.data_dir:
+            raise InputError(f"unknown task '{task_name}'", flag="task_name", hint=f"use bbc_news or one of {', '.join(tables.GLUE_TASKS)}")
+        if not data_dir:
             raise InputError(f"GLUE task {task} needs the directory of its files", flag="data_dir")
-        splits = {split: tables.read_glue_split(task, FLAGS.data_dir, split) for split in ("train", "dev", "test")}
+        splits = {split: tables.read_glue_split(task, data_dir, split) for split in ("train", "dev", "test")}
         return {split: table for split, table in splits.items() if table is not None}
-    if not FLAGS.train_file:
+    if not files.get("train"):
         raise InputError("name the train table (or a --task_name)", flag="train_file")
-    if not FLAGS.text_column or not FLAGS.label_column:
-        raise InputError("name the text and label columns", flag="text_column" if not FLAGS.text_column else "label_column")
-    splits = {}
-    for split, path in (("train", FLAGS.train_file), ("dev", FLAGS.dev_file), ("test", FLAGS.test_file)):
-        if path:
-            splits[split] = tables.read_text_table(
-                path, FLAGS.text_column, FLAGS.label_column, FLAGS.text_b_column, labels_required=split != "test"
-            )
-    return splits
+    if not text_column or not label_columns:
+        raise InputError("name the text and label columns", flag="text_column" if not text_column else "label_column")
+    return {
+        split: tables.read_text_table(path, text_column, label_columns, text_b_column, labels_required=split != "test")
+        for split, path in files.items() if path
+    }
 
 
-def vocab_and_casing() -> tuple[str, bool, int, str]:
-    """(vocab file, lower-case?, max positions, encoder handle) from --vocab_file or the encoder's own assets."""
-    if FLAGS.vocab_file:
-        lower = True if FLAGS.do_lower_case is None else FLAGS.do_lower_case
-        return FLAGS.vocab_file, lower, 512, FLAGS.encoder if FLAGS["encoder"].present else ""
+def vocab_and_casing(encoder: str | None, vocab_file: str | None, do_lower_case: bool | None) -> tuple[str, bool, int, str]:
+    """(vocab file, lower-case?, max positions, encoder handle) from vocab_file or the encoder's own assets.
+
+    encoder None means the default encoder, or none at all when a vocab_file is given.
+    """
+    if vocab_file:
+        lower = True if do_lower_case is None else do_lower_case
+        return vocab_file, lower, 512, encoder or ""
     from bert_tf.encoders.loading import encoder_info
 
-    info = encoder_info(FLAGS.encoder)
-    lower = info.do_lower_case if FLAGS.do_lower_case is None else FLAGS.do_lower_case
-    return info.vocab_file, lower, info.max_position_embeddings, FLAGS.encoder
+    encoder = encoder or "default"
+    info = encoder_info(encoder)
+    lower = info.do_lower_case if do_lower_case is None else do_lower_case
+    return info.vocab_file, lower, info.max_position_embeddings, encoder
 
 
 def check_max_seq_length(max_seq_length: int, max_positions: int, num_segments: int) -> None:
@@ -96,8 +102,13 @@ def window_stride(long_document: str, doc_stride: int | None, max_seq_length: in
 
 
 def create_tfrecords(splits: dict[str, tables.TextTable], task_type: str, output_dir: str, max_seq_length: int,
-                     max_examples_per_file: int, long_document: str = "truncate", doc_stride: int | None = None) -> dict:
-    """Checks every split, then writes records and metadata.json to output_dir; returns the metadata."""
+                     max_examples_per_file: int, long_document: str = "truncate", doc_stride: int | None = None, *,
+                     encoder: str | None = None, vocab_file: str | None = None, do_lower_case: bool | None = None,
+                     text_column: str | None = None, text_b_column: str | None = None) -> RecordsMetadata:
+    """Checks every split, then writes records and metadata.json to output_dir; returns the metadata.
+
+    The tokenizer is the encoder's (vocab and casing), or vocab_file's; see vocab_and_casing.
+    """
     if "train" not in splits:
         raise InputError("a train split is required", flag="train_file")
     label_space: LabelSpace = infer_label_space(splits["train"], task_type)
@@ -107,57 +118,41 @@ def create_tfrecords(splits: dict[str, tables.TextTable], task_type: str, output
         if (table.texts_b is not None) != paired:
             raise InputError("has a second text column where train has none, or the other way round", file=table.source)
 
-    from bert_tf import tfrecords
+    from bert_tf import records
     from bert_tf.tokenization import BertTextTokenizer, load_vocab, vocab_digest
 
-    vocab_file, lower_case, max_positions, encoder = vocab_and_casing()
+    vocab_file, lower_case, max_positions, encoder = vocab_and_casing(encoder, vocab_file, do_lower_case)
     check_max_seq_length(max_seq_length, max_positions, 2 if paired else 1)
     stride = window_stride(long_document, doc_stride, max_seq_length, paired)
     vocab = load_vocab(vocab_file)
-    example_writer = tfrecords.ExampleWriter(BertTextTokenizer(vocab, lower_case), max_seq_length, paired, stride)
+    example_writer = records.ExampleWriter(BertTextTokenizer(vocab, lower_case), max_seq_length, paired, stride)
 
     try:
-        staging = tfrecords.staging_dir(output_dir)
+        staging = records.staging_dir(output_dir)
     except OSError as error:
         raise InputError(f"cannot write here ({error.strerror})", file=output_dir, flag="output_dir") from None
     try:
-        truncated, files, records = {}, {}, {}
+        truncated, files, counts = {}, {}, {}
         started = time.time()
         for split, table in splits.items():
             with Progress(len(table), f"{split} examples") as progress:
-                paths, records[split], truncated[split] = example_writer.write(
+                paths, counts[split], truncated[split] = example_writer.write(
                     table, label_ids[split], staging, split, max_examples_per_file, progress, keep_text=split == "test"
                 )
             files[split] = [os.path.basename(p) for p in paths]
-        logging.info("Wrote %d records in %.1fs", sum(records.values()), time.time() - started)
-        metadata = {
-            "task_type": label_space.task_type,
-            "num_labels": label_space.num_labels,
-            "label_names": list(label_space.names),
-            "max_seq_length": max_seq_length,
-            # *_data_size count records (what a training step or an eval batch consumes): windows, when
-            # documents are cut into windows; "documents" counts the table rows they came from.
-            "train_data_size": records["train"],
-            "eval_data_size": records.get("dev", 0),
-            "test_data_size": records.get("test", 0),
-            "documents": {split: len(table) for split, table in splits.items()},
-            "long_document": long_document,
-            "doc_stride": stride,
-            "test_has_labels": "test" in splits and splits["test"].labels is not None,
-            "paired": paired,
-            "text_column": FLAGS.text_column,
-            "text_b_column": FLAGS.text_b_column,
-            "label_columns": splits["train"].label_columns,
-            "sources": {split: table.source for split, table in splits.items()},
-            "files": files,
-            "truncated_examples": truncated,
-            "encoder": encoder,
-            "vocab_size": len(vocab),
-            "vocab_sha256": vocab_digest(vocab),
-            "do_lower_case": lower_case,
-        }
-        tfrecords.write_metadata(staging, metadata)
-        tfrecords.publish(staging, output_dir)
+        logging.info("Wrote %d records in %.1fs", sum(counts.values()), time.time() - started)
+        metadata = records.RecordsMetadata(
+            task_type=label_space.task_type, num_labels=label_space.num_labels, label_names=list(label_space.names),
+            max_seq_length=max_seq_length, **{records.SPLIT_SIZE_KEYS[split]: count for split, count in counts.items()},
+            documents={split: len(table) for split, table in splits.items()}, long_document=long_document,
+            doc_stride=stride, test_has_labels="test" in splits and splits["test"].labels is not None, paired=paired,
+            text_column=text_column, text_b_column=text_b_column, label_columns=splits["train"].label_columns,
+            sources={split: table.source for split, table in splits.items()}, files=files,
+            truncated_examples=truncated, encoder=encoder, vocab_size=len(vocab), vocab_sha256=vocab_digest(vocab),
+            do_lower_case=lower_case,
+        )
+        records.write_metadata(staging, metadata)
+        records.publish(staging, output_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return metadata
@@ -169,19 +164,24 @@ def main(argv):
         raise InputError(f"unexpected argument '{argv[1]}'", hint="flags take the form --name=value")
     if not FLAGS.output_dir:
         raise InputError("say where to write the records", flag="output_dir")
-    splits = read_splits()
-    metadata = create_tfrecords(splits, FLAGS.task_type, FLAGS.output_dir, FLAGS.max_seq_length,
-                                FLAGS.max_examples_per_file, FLAGS.long_document, FLAGS.doc_stride)
-    for split, count in metadata["truncated_examples"].items():
+    splits = read_splits(FLAGS.task_name, FLAGS.data_dir,
+                         {"train": FLAGS.train_file, "dev": FLAGS.dev_file, "test": FLAGS.test_file},
+                         FLAGS.text_column, FLAGS.label_column, FLAGS.text_b_column)
+    metadata = create_tfrecords(
+        splits, FLAGS.task_type, FLAGS.output_dir, FLAGS.max_seq_length, FLAGS.max_examples_per_file,
+        FLAGS.long_document, FLAGS.doc_stride, encoder=FLAGS.encoder if FLAGS["encoder"].present or not FLAGS.vocab_file else None,
+        vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case, text_column=FLAGS.text_column,
+        text_b_column=FLAGS.text_b_column,
+    )
+    for split, count in metadata.truncated_examples.items():
         if count:
             logging.info("%s: %d of %d examples were longer than %d tokens and truncated (see --long_document)",
-                         split, count, len(splits[split]), metadata["max_seq_length"])
+                         split, count, len(splits[split]), metadata.max_seq_length)
     print(f"Wrote {', '.join(f'{len(t)} {s}' for s, t in splits.items())} examples "
-          f"({metadata['task_type']}, {metadata['num_labels']} labels) to {FLAGS.output_dir}")
-    if metadata["long_document"] == "sliding_window":
-        split_sizes = {"train": "train_data_size", "dev": "eval_data_size", "test": "test_data_size"}
-        print(f"as {', '.join(f'{metadata[split_sizes[s]]} {s}' for s in splits)} windows of "
-              f"{metadata['max_seq_length']} tokens, {metadata['doc_stride']} apart")
+          f"({metadata.task_type}, {metadata.num_labels} labels) to {FLAGS.output_dir}")
+    if metadata.windowed:
+        print(f"as {', '.join(f'{metadata.size(s)} {s}' for s in splits)} windows of "
+              f"{metadata.max_seq_length} tokens, {metadata.doc_stride} apart")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import os
 import tensorflow as tf
 
 from bert_tf.errors import InputError
+from bert_tf.hardware import cpu_has_bf16
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 
@@ -109,7 +110,7 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 def pad_multiple(strategy: tf.distribute.Strategy) -> int | None:
-    """What each batch's length is trimmed to a multiple of (tfrecords.model_inputs).
+    """What each batch's length is trimmed to a multiple of (input_pipeline.model_inputs).
 
     TPUs compile a program per input shape: they keep max_seq_length (None). GPUs round up to 8, where
     float16 tensor cores want their matrix sizes. oneDNN on CPU runs any size, so the exact longest wastes
@@ -120,22 +121,11 @@ def pad_multiple(strategy: tf.distribute.Strategy) -> int | None:
     return 8 if tf.config.list_logical_devices("GPU") else 1
 
 
-def cpu_has_bf16() -> bool:
-    """AMX or AVX512-BF16: the CPUs where oneDNN runs bfloat16 matmuls faster than float32."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def configure_precision(mode: str, strategy: tf.distribute.Strategy) -> str:
     """Turns on reduced precision for the whole graph, the restored encoder's included; returns the mode.
 
     A TF Hub encoder runs its own saved graph, which Keras dtype policies do not reach. Grappler's rewrites
-    do: on CPU, oneDNN's bfloat16 rewrite (measured 1.3x faster training of the SavedModel encoder on a
-    2-core Sapphire Rapids CPU); on GPU, grappler's float16 rewrite, with which the training step scales the
+    do: on CPU, oneDNN's bfloat16 rewrite (README Results has its speed); on GPU, grappler's float16 rewrite, with which the training step scales the
     loss (optimization.create_optimizer(loss_scaling=True); untested on a GPU: there is none here). TPUs
     compute matmuls in bfloat16 already, so "auto" leaves them alone.
     """

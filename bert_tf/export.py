@@ -18,12 +18,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bert_tf.evaluation import default_thresholds
 from bert_tf.files import save_savedmodel
 from bert_tf.long_documents import aggregate, sliding_windows
-from bert_tf.model import probabilities
-from bert_tf.tfrecords import trim_to_longest
-from bert_tf.tokenization import BertTextTokenizer, load_vocab, num_special_tokens, pack_inputs
+from bert_tf.records import RecordsMetadata
+from bert_tf.tokenization import BertTextTokenizer, load_vocab, num_special_tokens, pack_inputs, trim_to_longest
 
 
 CHUNK_SIZE = 32  # rows per model call inside one serving call
@@ -32,19 +30,21 @@ CHUNK_SIZE = 32  # rows per model call inside one serving call
 class ServingModel(tf.Module):
     """Raw text (and text_b for pairs) → probabilities and the predicted label name(s)."""
 
-    def __init__(self, model: keras.Model, vocab_file: str, do_lower_case: bool, metadata: dict,
+    def __init__(self, model: keras.Model, vocab_file: str, do_lower_case: bool, metadata: RecordsMetadata,
                  aggregation: str = "mean", thresholds: np.ndarray | None = None):
         super().__init__()
         self.model = model
         self.vocab_file = tf.saved_model.Asset(vocab_file)
         self._tokenizer = BertTextTokenizer(load_vocab(vocab_file), do_lower_case)
-        self._seq_length = metadata["max_seq_length"]
-        self._task_type = metadata["task_type"]
-        self._label_names = list(metadata["label_names"])
-        self._paired = bool(metadata.get("paired"))
-        self._window_stride = metadata.get("doc_stride") if metadata.get("long_document") == "sliding_window" else None
+        self._seq_length = metadata.max_seq_length
+        self._head = metadata.head
+        self._label_names = list(metadata.label_names)
+        self._paired = metadata.paired
+        self._window_stride = metadata.doc_stride if metadata.windowed else None
         self._aggregation = aggregation
-        self._thresholds = tf.constant(default_thresholds(metadata) if thresholds is None else thresholds, tf.float32)
+        if thresholds is None:
+            thresholds = self._head.default_thresholds(len(self._label_names))
+        self._thresholds = None if thresholds is None else tf.constant(thresholds, tf.float32)
 
     def _logits(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
         """The model's logits for packed inputs, run length-sorted in chunks, each trimmed to its longest row.
@@ -71,23 +71,15 @@ class ServingModel(tf.Module):
         tokens = [t.tokenize(s) for s in segments]
         if not self._window_stride:
             inputs = pack_inputs(tokens, self._seq_length, t.cls_id, t.sep_id, t.pad_id)
-            return probabilities(self._logits(inputs), self._task_type)
+            return self._head.probabilities(self._logits(inputs))
         window = self._seq_length - num_special_tokens(1)
         windows, document, _ = sliding_windows(tokens[0], window, self._window_stride)
         logits = self._logits(pack_inputs([windows], self._seq_length, t.cls_id, t.sep_id, t.pad_id))
-        return aggregate(logits, document, tf.shape(segments[0])[0], self._task_type, self._aggregation)
+        return aggregate(logits, document, tf.shape(segments[0])[0], self._head, self._aggregation)
 
     def _predict(self, segments: list[tf.Tensor]) -> dict[str, tf.Tensor]:
         probs = self._probabilities(segments)
-        names = tf.constant(self._label_names)
-        if self._task_type == "multiclass":
-            label = tf.gather(names, tf.argmax(probs, axis=-1))
-        elif self._task_type == "multilabel":
-            chosen = tf.ragged.boolean_mask(tf.broadcast_to(names, tf.shape(probs)), probs >= self._thresholds)
-            label = tf.strings.reduce_join(chosen, axis=-1, separator=",")
-        else:
-            label = tf.strings.as_string(probs[:, 0])
-        return {"probabilities": probs, "label": label}
+        return {"probabilities": probs, "label": self._head.serving_labels(probs, self._label_names, self._thresholds)}
 
     def signature(self) -> tf.types.experimental.ConcreteFunction:
         if self._paired:
@@ -98,8 +90,8 @@ class ServingModel(tf.Module):
         return fn.get_concrete_function(tf.TensorSpec([None], tf.string, name="text"))
 
 
-def export_classifier(model: keras.Model, vocab_file: str, do_lower_case: bool, metadata: dict, export_dir: str,
-                      aggregation: str = "mean", thresholds: np.ndarray | None = None) -> str:
+def export_classifier(model: keras.Model, vocab_file: str, do_lower_case: bool, metadata: RecordsMetadata,
+                      export_dir: str, aggregation: str = "mean", thresholds: np.ndarray | None = None) -> str:
     """Writes the serving SavedModel to export_dir, via a temp dir renamed into place when complete."""
     serving = ServingModel(model, vocab_file, do_lower_case, metadata, aggregation, thresholds)
     return save_savedmodel(serving, export_dir, signatures={"serving_default": serving.signature()})

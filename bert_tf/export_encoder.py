@@ -8,40 +8,32 @@ writes OUT/encoder and OUT/preprocess, which `--encoder=OUT` (or tensorflow_hub.
 from __future__ import annotations
 
 import os
-import sys
 
-from absl import app, flags
+from absl import app
 
-from bert_tf.errors import EXIT_BAD_INPUT
+from bert_tf import flags as bert_flags
+from bert_tf.errors import InputError, exits_cleanly_on_bad_input
 
-_SOURCE = flags.DEFINE_string(
-    "source", None, "Hugging Face BERT dir (config.json, model.safetensors, vocab.txt) or google-research/bert "
-    "checkpoint dir (bert_config.json, bert_model.ckpt.*, vocab.txt)."
-)
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write encoder/ and preprocess/.")
-_DO_LOWER_CASE = flags.DEFINE_boolean(
-    "do_lower_case", None, "Lower-case input text; by default taken from the source (tokenizer_config.json or dir name)."
-)
+FLAGS = bert_flags.FLAGS
 
 
-def main(argv: list[str]) -> int:
+@exits_cleanly_on_bad_input
+def main(argv):
     if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if not _SOURCE.value or not _OUTPUT_DIR.value:
-        print("error: --source and --output_dir are both required", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise InputError(f"unexpected argument '{argv[1]}'", hint="flags take the form --name=value")
+    for name in ("source", "output_dir"):
+        if not FLAGS[name].value:
+            raise InputError("is required", flag=name)
     from bert_tf.encoders.convert import convert  # TensorFlow loads slowly; not needed for flag errors
 
     try:
-        convert(_SOURCE.value, _OUTPUT_DIR.value, do_lower_case=_DO_LOWER_CASE.value)
+        convert(FLAGS.source, FLAGS.output_dir, do_lower_case=FLAGS.do_lower_case)
     except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    output_dir = os.path.abspath(_OUTPUT_DIR.value)
+        raise InputError(str(error), flag="source") from None
+    output_dir = os.path.abspath(FLAGS.output_dir)
     print(f"Wrote {os.path.join(output_dir, 'encoder')} and {os.path.join(output_dir, 'preprocess')}")
-    return 0
 
 
 if __name__ == "__main__":
+    bert_flags.define_export_encoder_flags()
     app.run(main)

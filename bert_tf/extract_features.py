@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 import tensorflow as tf
-from absl import app, flags
+from absl import app
 
 from bert_tf import flags as bert_flags
 from bert_tf import tables
@@ -26,17 +26,6 @@ from bert_tf.progress import Progress
 from bert_tf.tokenization import BertTextTokenizer, load_vocab, pack_inputs
 
 FLAGS = bert_flags.FLAGS
-
-
-def define_flags() -> None:
-    bert_flags.define_encoder_flags()
-    flags.DEFINE_string("input_file", None, "Table of texts (.tsv/.csv/.jsonl/.parquet, optionally .gz).")
-    flags.DEFINE_string("text_column", "text", "Column holding the text.")
-    flags.DEFINE_string("output_file", None, "Where to write the vectors: .npy or .parquet.")
-    flags.DEFINE_enum("pooling", "mean", ["cls", "mean", "pooled"], "How a layer's token vectors become one.")
-    flags.DEFINE_list("layers", ["-1"], "Encoder layers to pool and concatenate (-1 = last).")
-    flags.DEFINE_integer("max_seq_length", 128, "Tokens per text; longer texts are truncated.")
-    flags.DEFINE_integer("batch_size", 64, "Texts per forward pass.")
 
 
 def extract(texts: list[str], encoder, tokenizer: BertTextTokenizer, pooling: str, layers: list[int],
@@ -99,5 +88,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
+    bert_flags.define_extract_features_flags()
     app.run(main)

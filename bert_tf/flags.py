@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from absl import flags
 
+from bert_tf.labels import TASK_TYPES
+
 FLAGS = flags.FLAGS
 
 
@@ -24,14 +26,23 @@ def _once(define):
 
 
 @_once
+def define_casing_flag() -> None:
+    flags.DEFINE_boolean(
+        "do_lower_case", None,
+        "Lower-case and strip accents; default: the encoder's setting (export_encoder: the source's, from its "
+        "tokenizer_config.json or directory name).",
+    )
+
+
+@_once
 def define_encoder_flags() -> None:
+    define_casing_flag()
     flags.DEFINE_string(
         "encoder", "default",
         "TF Hub BERT encoder: 'default' (all-MiniLM-L6-v2, shipped offline), a short name such as "
         "bert_en_uncased_L-12_H-768_A-12, a tfhub.dev/Kaggle URL, a gs:// path or a local directory.",
     )
     flags.DEFINE_string("vocab_file", None, "WordPiece vocab; overrides the encoder's own vocab.")
-    flags.DEFINE_boolean("do_lower_case", None, "Lower-case and strip accents; default: the encoder's setting.")
 
 
 @_once
@@ -53,7 +64,7 @@ def define_tfrecord_flags() -> None:
     flags.DEFINE_string("text_column", None, "Column holding the text.")
     flags.DEFINE_string("text_b_column", None, "Column holding the second text of a sentence pair.")
     flags.DEFINE_list("label_column", None, "Label column; several (0/1 each) make a multi-label task.")
-    flags.DEFINE_enum("task_type", "auto", ["auto", "multiclass", "multilabel", "regression"], "Kind of labels.")
+    flags.DEFINE_enum("task_type", "auto", ["auto", *TASK_TYPES], "Kind of labels.")
     flags.DEFINE_string(
         "task_name", None,
         "Read a known dataset instead of --*_file: cola, mrpc, sst2, mnli, qnli, rte (GLUE layout in --data_dir) "
@@ -120,3 +131,31 @@ def define_classifier_flags() -> None:
     flags.DEFINE_integer("iterations_per_loop", 20, "Train steps per tf.function call (as TPUEstimator's flag).")
     flags.DEFINE_boolean("overwrite_output_dir", False, "Delete the checkpoints and logs of an earlier run in --output_dir and start afresh.")
     flags.DEFINE_string("init_checkpoint", None, "Start from this bert_tf checkpoint (model.ckpt-N) instead of the encoder's weights.")
+
+
+@_once
+def define_export_encoder_flags() -> None:
+    define_directory_flags()
+    define_casing_flag()
+    flags.DEFINE_string(
+        "source", None, "Hugging Face BERT dir (config.json, model.safetensors, vocab.txt) or google-research/bert "
+        "checkpoint dir (bert_config.json, bert_model.ckpt.*, vocab.txt); export_encoder writes encoder/ and "
+        "preprocess/ into --output_dir.",
+    )
+
+
+@_once
+def define_classify_text_flags() -> None:
+    flags.DEFINE_string("model", None, "Directory of the exported SavedModel (OUTPUT_DIR/export).")
+
+
+@_once
+def define_extract_features_flags() -> None:
+    define_encoder_flags()
+    flags.DEFINE_string("input_file", None, "Table of texts (.tsv/.csv/.jsonl/.parquet, optionally .gz).")
+    flags.DEFINE_string("text_column", "text", "Column holding the text.")
+    flags.DEFINE_string("output_file", None, "Where to write the vectors: .npy or .parquet.")
+    flags.DEFINE_enum("pooling", "mean", ["cls", "mean", "pooled"], "How a layer's token vectors become one.")
+    flags.DEFINE_list("layers", ["-1"], "Encoder layers to pool and concatenate (-1 = last).")
+    flags.DEFINE_integer("max_seq_length", 128, "Tokens per text; longer texts are truncated.")
+    flags.DEFINE_integer("batch_size", 64, "Texts per forward pass.")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from bert_tf.model import probabilities
+from bert_tf.heads import TaskHead
 
 LONG_DOCUMENT_MODES = ("truncate", "sliding_window")
 AGGREGATIONS = ("mean", "max", "vote")
@@ -55,7 +55,7 @@ def sliding_windows(tokens: tf.RaggedTensor, window: int, stride: int) -> tuple[
     return tf.gather(tokens.flat_values, tf.ragged.range(begin, end)), document, index
 
 
-def aggregate(logits: tf.Tensor, document: tf.Tensor, num_documents: tf.Tensor, task_type: str,
+def aggregate(logits: tf.Tensor, document: tf.Tensor, num_documents: tf.Tensor, head: TaskHead,
               rule: str) -> tf.Tensor:
     """Windows' logits [n, k] → one row of probabilities (or regression values) per document [documents, k].
 
@@ -69,19 +69,15 @@ def aggregate(logits: tf.Tensor, document: tf.Tensor, num_documents: tf.Tensor, 
     document = tf.cast(document, tf.int32)
     num_documents = tf.cast(num_documents, tf.int32)
     if rule == "mean":
-        return probabilities(tf.math.unsorted_segment_mean(logits, document, num_documents), task_type)
+        return head.probabilities(tf.math.unsorted_segment_mean(logits, document, num_documents))
     if rule == "max":
-        return probabilities(tf.math.unsorted_segment_max(logits, document, num_documents), task_type)
+        return head.probabilities(tf.math.unsorted_segment_max(logits, document, num_documents))
     if rule != "vote":
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, not {rule!r}")
-    if task_type == "regression":
-        raise ValueError("vote needs classes: aggregate regression windows with mean or max")
-    window_probabilities = probabilities(logits, task_type)
-    if task_type == "multilabel":
-        votes = tf.cast(window_probabilities >= 0.5, tf.float32)
-        return tf.math.unsorted_segment_mean(votes, document, num_documents)
-    votes = tf.one_hot(tf.argmax(window_probabilities, axis=-1), tf.shape(logits)[-1])
-    shares = tf.math.unsorted_segment_mean(votes, document, num_documents)
+    window_probabilities = head.probabilities(logits)
+    shares = tf.math.unsorted_segment_mean(head.window_votes(window_probabilities), document, num_documents)
+    if head.independent_labels:  # each label has its own vote: no tie between labels to break
+        return shares
     # Shares of unequal vote counts differ by at least 1/n; a tie-break below 1/(n+1) cannot overturn them.
     windows = tf.math.unsorted_segment_sum(tf.ones_like(document, tf.float32), document, num_documents)[:, None]
     mean_probability = tf.math.unsorted_segment_mean(window_probabilities, document, num_documents)

@@ -1,7 +1,7 @@
 """The classifier: a TF Hub BERT encoder, a pooling of its outputs, dropout and a dense head.
 
-A plain Keras 3 model (as TF Model Garden's models are), returning logits; the task type decides how they
-become probabilities (softmax, sigmoid or identity) and which loss trains them.
+A plain Keras 3 model (as TF Model Garden's models are), returning logits; the task's head (heads.py) decides
+how they become probabilities (softmax, sigmoid or identity) and which loss trains them.
 """
 
 from __future__ import annotations
@@ -12,6 +12,16 @@ import tensorflow as tf
 from bert_tf.encoders.hub_layers import HubEncoder
 
 POOLINGS = ("pooled", "cls", "mean")
+
+
+def choose_pooling(pooling: str, encoder: str) -> str:
+    """--pooling=auto: mean for the default encoder, pooled for every other (see README, Encoders)."""
+    # all-MiniLM-L6-v2 was trained as a sentence encoder through mean pooling, and its pooler never was
+    # (bench/pooling.py measures the choice). BERTs published with a trained pooler use it, as
+    # google-research/bert does.
+    if pooling != "auto":
+        return pooling
+    return "mean" if encoder == "default" else "pooled"
 
 
 def pool(outputs: dict[str, tf.Tensor], input_mask: tf.Tensor, pooling: str) -> tf.Tensor:
@@ -59,22 +69,3 @@ class BertClassifier(keras.Model):
         outputs = self.encoder(inputs, training=training)
         features = pool(outputs, inputs["input_mask"], self.pooling)
         return self.head(self.dropout(features, training=training))
-
-
-def probabilities(logits: tf.Tensor, task_type: str) -> tf.Tensor:
-    if task_type == "multiclass":
-        return tf.nn.softmax(logits, axis=-1)
-    if task_type == "multilabel":
-        return tf.nn.sigmoid(logits)
-    return logits
-
-
-def per_example_loss(labels: tf.Tensor, logits: tf.Tensor, task_type: str) -> tf.Tensor:
-    """[batch] losses: softmax cross-entropy, sigmoid cross-entropy (mean over labels), or squared error."""
-    logits = tf.cast(logits, tf.float32)
-    if task_type == "multiclass":
-        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32), logits=logits)
-    if task_type == "multilabel":
-        losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(labels, tf.float32), logits=logits)
-        return tf.reduce_mean(losses, axis=-1)
-    return tf.square(logits[:, 0] - tf.cast(labels, tf.float32))

@@ -122,6 +122,18 @@ def pack_inputs(
     }
 
 
+def trim_to_longest(inputs: dict[str, tf.Tensor], multiple: int = 1) -> dict[str, tf.Tensor]:
+    """Packed inputs cut to their longest real row, rounded up to a multiple (training, eval and the export).
+
+    Records and served texts are packed to max_seq_length; a batch of short sentences would otherwise spend
+    most of its compute on padding.
+    """
+    mask = inputs["input_mask"]
+    longest = tf.reduce_max(tf.reduce_sum(tf.cast(mask, tf.int32), axis=1))
+    length = tf.minimum((longest + multiple - 1) // multiple * multiple, tf.shape(mask)[1])
+    return {name: value[:, :length] for name, value in inputs.items()}
+
+
 def count_truncated(segments: list[tf.RaggedTensor], seq_length: int) -> tf.Tensor:
     """How many rows lose tokens when packed at seq_length (a [batch] bool tensor)."""
     total = tf.add_n([tf.cast(segment.row_lengths(), tf.int32) for segment in segments])

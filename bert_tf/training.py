@@ -21,11 +21,11 @@ import tensorflow as tf
 from absl import logging
 from tensorboard.plugins.hparams import api as hp
 
-from bert_tf import tfrecords
 from bert_tf.errors import InputError
-from bert_tf.model import per_example_loss
+from bert_tf.input_pipeline import model_inputs, train_dataset
 from bert_tf.optimization import clip_gradients
 from bert_tf.progress import Progress
+from bert_tf.records import RecordsMetadata
 
 CHECKPOINT_NAME = "model.ckpt"
 
@@ -49,22 +49,22 @@ class TrainConfig:
     save_checkpoints_steps: int = 1000
     keep_checkpoint_max: int = 5
     clip_norm: float = 1.0
-    pad_multiple: int | None = 1  # tfrecords.model_inputs: trim each batch to its longest (None: keep)
+    pad_multiple: int | None = 1  # input_pipeline.model_inputs: trim each batch to its longest (None: keep)
     batches_per_bucket_window: int = 0
     hparams: dict = dataclasses.field(default_factory=dict)
     is_chief: bool = True
     profile_steps: tuple[int, int] | None = None  # trace steps [start, end) with the TF profiler (chief only)
 
-    def steps_per_epoch(self, metadata: dict) -> int:
-        steps = metadata["train_data_size"] // self.global_batch_size
+    def steps_per_epoch(self, metadata: RecordsMetadata) -> int:
+        steps = metadata.train_data_size // self.global_batch_size
         if steps == 0:
             raise InputError(
-                f"{metadata['train_data_size']} training examples make no full batch of {self.global_batch_size}",
+                f"{metadata.train_data_size} training examples make no full batch of {self.global_batch_size}",
                 flag="train_batch_size", hint="use a smaller batch",
             )
         return steps
 
-    def total_steps(self, metadata: dict) -> int:
+    def total_steps(self, metadata: RecordsMetadata) -> int:
         return max(1, int(self.steps_per_epoch(metadata) * self.num_train_epochs))
 
 
@@ -99,13 +99,13 @@ class Trainer:
     """
 
     def __init__(self, strategy: tf.distribute.Strategy, model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                 metadata: dict, config: TrainConfig):
+                 metadata: RecordsMetadata, config: TrainConfig):
         self.strategy = strategy
         self.model = model
         self.optimizer = optimizer
         self.metadata = metadata
         self.config = config
-        self.task_type = metadata["task_type"]
+        self.head = metadata.head
         with strategy.scope():
             # Slots exist before a restore, so it fills them rather than deferring.
             optimizer.build(model.trainable_variables)
@@ -127,8 +127,8 @@ class Trainer:
     def _replica_step(self, features):
         scaling = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
         with tf.GradientTape() as tape:
-            logits = self.model(tfrecords.model_inputs(features, self.config.pad_multiple), training=True)
-            losses = per_example_loss(features["label_ids"], logits, self.task_type) * features["weight"]
+            logits = self.model(model_inputs(features, self.config.pad_multiple), training=True)
+            losses = self.head.per_example_loss(features["label_ids"], logits) * features["weight"]
             # Sum over this replica's examples / global batch: the optimizer sums gradients over replicas,
             # which then average over the global batch whatever the number of replicas.
             loss = tf.reduce_sum(losses) / self.config.global_batch_size
@@ -152,11 +152,10 @@ class Trainer:
 
         `on_epoch_end(step)` runs after each epoch (every worker must run it: it may use collectives).
         """
-        config, metadata = self.config, self.metadata
+        config = self.config
         restored = restore_latest(self.checkpoint, self.restore_from)
         step = self.global_step
-        steps_per_epoch = config.steps_per_epoch(metadata)
-        total_steps = config.total_steps(metadata)
+        total_steps = config.total_steps(self.metadata)
         if restored:
             logging.info("Resuming from %s at step %d of %d", restored, step, total_steps)
         if step >= total_steps:
@@ -171,48 +170,60 @@ class Trainer:
             if config.is_chief and config.hparams:
                 hp.hparams(config.hparams)
             while step < total_steps:
-                epoch = step // steps_per_epoch
-                dataset = tfrecords.train_dataset(config.data_dir, metadata, config.global_batch_size, config.seed, epoch,
-                                                  config.batches_per_bucket_window)
-                dataset = dataset.skip(step - epoch * steps_per_epoch)
-                iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
-                epoch_end = min((epoch + 1) * steps_per_epoch, total_steps)
-                while step < epoch_end:
-                    next_save = (step // config.save_checkpoints_steps + 1) * config.save_checkpoints_steps
-                    num_steps = min(config.steps_per_loop, epoch_end - step, next_save - step)
-                    profiler.before(step)
-                    started = time.monotonic()
-                    try:
-                        loss = float(self.train_steps(iterator, tf.constant(num_steps)))
-                    except (tf.errors.UnavailableError, tf.errors.AbortedError) as error:
-                        if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-                            raise
-                        raise WorkerLost(
-                            f"a worker stopped between steps {step} and {step + num_steps} "
-                            f"({error.message.splitlines()[0][:200]}); run the same command again on every worker "
-                            f"to resume from the last checkpoint") from None
-                    elapsed = time.monotonic() - started
-                    profiler.after(step + num_steps)
-                    if not np.isfinite(loss):
-                        raise TrainingDiverged(
-                            f"loss became {loss} between steps {step} and {step + num_steps}; the last good checkpoint "
-                            f"is kept. Usual causes: a learning rate too high, bad labels"
-                        )
-                    step += num_steps
-                    examples_per_sec = num_steps * config.global_batch_size / elapsed
-                    learning_rate = float(self.optimizer.learning_rate)
-                    tf.summary.scalar("loss", loss, step=step)
-                    tf.summary.scalar("learning_rate", learning_rate, step=step)
-                    tf.summary.scalar("examples_per_sec", examples_per_sec, step=step)
-                    progress.update(num_steps, f"loss {loss:.4f} lr {learning_rate:.2e} {examples_per_sec:.1f} ex/s")
-                    if step % config.save_checkpoints_steps == 0 or step == total_steps:
-                        self.manager.save(checkpoint_number=step)
+                step = self._train_epoch(step, total_steps, progress, profiler)
                 if on_epoch_end is not None:
                     on_epoch_end(step)
         writer.flush()
         if not config.is_chief:  # a non-chief worker's checkpoints exist only for the collective save
             shutil.rmtree(self.manager.directory, ignore_errors=True)
         return step
+
+    def _train_epoch(self, step: int, total_steps: int, progress: Progress, profiler: "StepProfiler") -> int:
+        """Trains from `step` to the end of its epoch (or of training), saving checkpoints; returns the step."""
+        config = self.config
+        steps_per_epoch = config.steps_per_epoch(self.metadata)
+        epoch = step // steps_per_epoch
+        dataset = train_dataset(config.data_dir, self.metadata, config.global_batch_size, config.seed, epoch,
+                                config.batches_per_bucket_window)
+        dataset = dataset.skip(step - epoch * steps_per_epoch)
+        iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+        epoch_end = min((epoch + 1) * steps_per_epoch, total_steps)
+        while step < epoch_end:
+            next_save = (step // config.save_checkpoints_steps + 1) * config.save_checkpoints_steps
+            num_steps = min(config.steps_per_loop, epoch_end - step, next_save - step)
+            profiler.before(step)
+            started = time.monotonic()
+            loss = self._run_steps(iterator, step, num_steps)
+            elapsed = time.monotonic() - started
+            profiler.after(step + num_steps)
+            step += num_steps
+            examples_per_sec = num_steps * config.global_batch_size / elapsed
+            learning_rate = float(self.optimizer.learning_rate)
+            tf.summary.scalar("loss", loss, step=step)
+            tf.summary.scalar("learning_rate", learning_rate, step=step)
+            tf.summary.scalar("examples_per_sec", examples_per_sec, step=step)
+            progress.update(num_steps, f"loss {loss:.4f} lr {learning_rate:.2e} {examples_per_sec:.1f} ex/s")
+            if step % config.save_checkpoints_steps == 0 or step == total_steps:
+                self.manager.save(checkpoint_number=step)
+        return step
+
+    def _run_steps(self, iterator, step: int, num_steps: int) -> float:
+        """One call of the compiled loop: num_steps steps from `step`; returns their mean loss."""
+        try:
+            loss = float(self.train_steps(iterator, tf.constant(num_steps)))
+        except (tf.errors.UnavailableError, tf.errors.AbortedError) as error:
+            if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+                raise
+            raise WorkerLost(
+                f"a worker stopped between steps {step} and {step + num_steps} "
+                f"({error.message.splitlines()[0][:200]}); run the same command again on every worker "
+                f"to resume from the last checkpoint") from None
+        if not np.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss became {loss} between steps {step} and {step + num_steps}; the last good checkpoint "
+                f"is kept. Usual causes: a learning rate too high, bad labels"
+            )
+        return loss
 
 
 class StepProfiler:

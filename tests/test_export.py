@@ -11,6 +11,7 @@ from conftest import TINY_WORDS
 from bert_tf import export
 from bert_tf.encoders.hub_layers import HubEncoder
 from bert_tf.model import BertClassifier
+from bert_tf.records import RecordsMetadata
 from bert_tf.tokenization import pack_inputs
 
 
@@ -19,7 +20,7 @@ def test_chunked_call_equals_one_padded_batch(tiny_encoder):
     count = 3 * export.CHUNK_SIZE + 5  # several chunks and a partial one
     texts = [" ".join(rng.choice(TINY_WORDS, size=int(rng.integers(1, 14)))) for _ in range(count)]
     model = BertClassifier(HubEncoder(os.path.join(tiny_encoder, "encoder")), 3, pooling="mean")
-    metadata = {"max_seq_length": 16, "task_type": "multiclass", "label_names": ["a", "b", "c"], "num_labels": 3}
+    metadata = RecordsMetadata(task_type="multiclass", num_labels=3, label_names=["a", "b", "c"], max_seq_length=16)
     serving = export.ServingModel(model, os.path.join(tiny_encoder, "vocab.txt"), True, metadata)
 
     outputs = serving.signature()(text=tf.constant(texts))

@@ -10,11 +10,18 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import TINY_VOCAB, write_csv
-from test_create_tfrecords import read_split, run_in_process
-from test_run_classifier import run_classifier
+from conftest import (
+    read_split,
+    run_classifier,
+    run_create_tfrecords,
+    run_in_process,
+    serve_in_fresh_process,
+    write_csv,
+)
 
+from bert_tf.heads import head_for
 from bert_tf.long_documents import aggregate, sliding_windows
+from bert_tf.reports import read_results
 
 SEQ_LENGTH = 16
 WINDOW = SEQ_LENGTH - 2  # [CLS] and [SEP]
@@ -79,7 +86,7 @@ def test_aggregation_follows_its_rule(rule, task_type):
     logits = rng.normal(0, 2, size=(len(document), 3)).astype(np.float32)
     # Document 1: two windows voting for different classes, a tie the mean probability must break.
     logits[1:3] = [[3.0, 0.0, 0.0], [0.0, 2.0, 0.0]]
-    got = aggregate(logits, document, 6, task_type, rule).numpy()
+    got = aggregate(logits, document, 6, head_for(task_type), rule).numpy()
     expected = reference_aggregate(logits, document, rule, task_type)
     if rule == "vote" and task_type == "multiclass":
         assert got.argmax(1).tolist() == expected.argmax(1).tolist()
@@ -91,17 +98,10 @@ def test_aggregation_follows_its_rule(rule, task_type):
 
 def test_vote_refuses_regression():
     with pytest.raises(ValueError, match="vote needs classes"):
-        aggregate(np.zeros((2, 1), np.float32), np.array([0, 0]), 1, "regression", "vote")
+        aggregate(np.zeros((2, 1), np.float32), np.array([0, 0]), 1, head_for("regression"), "vote")
 
 
 # --- Records ----------------------------------------------------------------------------------------------
-@pytest.fixture
-def tiny_vocab(tmp_path) -> str:
-    path = tmp_path / "vocab.txt"
-    path.write_text("\n".join(TINY_VOCAB) + "\n", encoding="utf-8")
-    return str(path)
-
-
 LONG_WORDS = ["good", "film", "bad", "plot", "great", "movie", "awful", "fine"]
 
 
@@ -135,9 +135,9 @@ def test_long_document_becomes_linked_windows(tmp_path, tiny_vocab):
         assert ids[:length + 2].tolist() == [2, *token_ids[start:start + length], 3]
         assert mask.sum() == length + 2
     # The test split keeps each document's text once, on its first window.
-    from bert_tf import tfrecords
+    from bert_tf.records import read_texts
 
-    assert tfrecords.read_texts(out, "test") == [text for text, _ in rows]
+    assert read_texts(out, "test") == [text for text, _ in rows]
 
 
 @pytest.mark.parametrize("flags,expected", [
@@ -178,11 +178,10 @@ def windowed_run(tmp_path_factory, tiny_encoder):
     paths = {split: write_csv(str(tmp / f"{split}.csv"), rows) for split, rows in
              (("train", sentiment_documents(48, seed=1)), ("dev", sentiment_documents(16, seed=2)), ("test", test_rows))}
     records = str(tmp / "records")
-    subprocess.run([sys.executable, "-m", "bert_tf.create_tfrecords", f"--train_file={paths['train']}",
-                    f"--dev_file={paths['dev']}", f"--test_file={paths['test']}", "--text_column=text",
-                    "--label_column=label", f"--encoder={tiny_encoder}", f"--max_seq_length={SEQ_LENGTH}",
-                    "--long_document=sliding_window", f"--doc_stride={STRIDE}", f"--output_dir={records}"],
-                   check=True, capture_output=True)
+    run_create_tfrecords(f"--train_file={paths['train']}", f"--dev_file={paths['dev']}",
+                         f"--test_file={paths['test']}", "--text_column=text", "--label_column=label",
+                         f"--encoder={tiny_encoder}", f"--max_seq_length={SEQ_LENGTH}",
+                         "--long_document=sliding_window", f"--doc_stride={STRIDE}", f"--output_dir={records}")
     out = str(tmp / "run")
     run_classifier(records, tiny_encoder, out, "--num_train_epochs=3", "--do_train", "--do_eval", "--do_predict",
                    "--do_export")
@@ -191,22 +190,22 @@ def windowed_run(tmp_path_factory, tiny_encoder):
 
 def window_logits(records: str, out: str, encoder_dir: str) -> tuple[np.ndarray, np.ndarray]:
     """Every test window's logits from the trained checkpoint, computed directly (not through the tool)."""
-    from bert_tf import tfrecords
     from bert_tf.encoders.hub_layers import HubEncoder
+    from bert_tf.input_pipeline import model_inputs
     from bert_tf.model import BertClassifier
 
     run = json.load(open(os.path.join(out, "run_config.json")))
     model = BertClassifier(HubEncoder(os.path.join(encoder_dir, "encoder")), 2, pooling=run["pooling"])
     tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint(out)).expect_partial()
     windows = read_split(records, "test")
-    logits = model(tfrecords.model_inputs(windows), training=False).numpy()
+    logits = model(model_inputs(windows), training=False).numpy()
     return logits, windows["example_id"]
 
 
 def test_windows_aggregate_per_document_in_eval_predict_and_export(windowed_run, tiny_encoder):
     records, out, test_texts = windowed_run
     metadata = json.load(open(os.path.join(records, "metadata.json")))
-    results = dict(line.split(" = ") for line in open(os.path.join(out, "eval_results.txt")).read().splitlines())
+    results = read_results(os.path.join(out, "eval_results.txt"))
     assert int(results["eval_examples"]) == 16  # documents, not windows
     assert int(results["eval_windows"]) == metadata["eval_data_size"] > 16
 
@@ -222,13 +221,8 @@ def test_windows_aggregate_per_document_in_eval_predict_and_export(windowed_run,
     assert [line.split("\t")[3] for line in predictions] == [" ".join(t.split()) for t in test_texts]
 
     # The export takes whole documents and windows them in-graph: same probabilities, one row per document.
-    script = (
-        "import json, tensorflow as tf, tensorflow_text\n"
-        f"serve = tf.saved_model.load({os.path.join(out, 'export')!r}).signatures['serving_default']\n"
-        f"print(json.dumps(serve(text=tf.constant({test_texts!r}))['probabilities'].numpy().tolist()))\n"
-    )
-    served = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    np.testing.assert_allclose(np.array(json.loads(served.stdout.strip().splitlines()[-1])), expected, atol=1e-5)
+    served = serve_in_fresh_process(os.path.join(out, "export"), test_texts)
+    np.testing.assert_allclose(np.array(served["probabilities"]), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("rule", ["max", "vote"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -14,103 +13,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import sentiment_rows
+from conftest import (
+    assert_one_error_line,
+    finish,
+    max_difference,
+    read_weights,
+    run_classifier,
+    sentiment_rows,
+    serve_in_fresh_process,
+    start_workers,
+    stop,
+)
 
-BASE_FLAGS = [
-    "--train_batch_size=8", "--eval_batch_size=8", "--learning_rate=1e-3", "--mixed_precision=none",
-    "--dropout_rate=0", "--iterations_per_loop=3",
-]
-
-
-def classifier_command(records: str, encoder: str, output_dir: str, *flags: str) -> list[str]:
-    return [sys.executable, "-m", "bert_tf.run_classifier", f"--data_dir={records}", f"--encoder={encoder}",
-            f"--output_dir={output_dir}", *BASE_FLAGS, *flags]
-
-
-def run_classifier(records: str, encoder: str, output_dir: str, *flags: str, env: dict | None = None,
-                   check: bool = True) -> subprocess.CompletedProcess:
-    command = classifier_command(records, encoder, output_dir, *flags)
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
-def read_weights(checkpoint: str) -> dict[str, np.ndarray]:
-    reader = tf.train.load_checkpoint(checkpoint)
-    weights = {}
-    for name in reader.get_variable_to_shape_map():
-        if name.startswith("model/"):
-            value = reader.get_tensor(name)
-            if isinstance(value, np.ndarray) and value.dtype.kind == "f":
-                weights[name] = value
-    return weights
-
-
-def max_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
-    assert a.keys() == b.keys()
-    return max(float(np.max(np.abs(a[name] - b[name]))) for name in a)
-
-
-def start_classifier(records: str, encoder: str, output_dir: str, *flags: str, log: str,
-                     env: dict | None = None) -> subprocess.Popen:
-    """run_classifier in the background, its stdout and stderr in the file `log` (a pipe left unread would
-    fill up and stall a long run)."""
-    with open(log, "w") as f:
-        return subprocess.Popen(classifier_command(records, encoder, output_dir, *flags), stdout=f,
-                                stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-
-
-def start_workers(records: str, encoder: str, output_dir: str, *flags: str, count: int = 2,
-                  logs: list[str]) -> list[subprocess.Popen]:
-    """`count` MultiWorkerMirroredStrategy workers on 127.0.0.1 (worker 0 is the chief), on fresh ports."""
-    workers = [f"127.0.0.1:{port}" for port in free_ports(count)]
-    processes = []
-    try:
-        for index in range(count):
-            tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-            processes.append(start_classifier(records, encoder, output_dir, *flags, log=logs[index],
-                                              env={"TF_CONFIG": json.dumps(tf_config)}))
-    except BaseException:
-        stop(processes)
-        raise
-    return processes
-
-
-def finish(process: subprocess.Popen, log: str, timeout: float = 600) -> str:
-    """Waits (at most `timeout` seconds) for a background run to succeed; returns its log."""
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        stop([process])
-        raise AssertionError(f"{process.args} still running after {timeout}s: {read_log(log)[-3000:]}") from None
-    output = read_log(log)
-    assert process.returncode == 0, output[-3000:]
-    return output
-
-
-def read_log(log: str) -> str:
-    with open(log, encoding="utf-8", errors="replace") as f:
-        return f.read()
-
-
-def stop(processes: list[subprocess.Popen]) -> None:
-    """SIGKILLs those still running and reaps them all (for `finally:` blocks: no process outlives its test)."""
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-    for process in processes:
-        process.wait(timeout=60)
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+from bert_tf.reports import read_results
 
 
 def test_train_eval_predict_export(tiny_records, tiny_encoder, tmp_path):
@@ -118,7 +33,7 @@ def test_train_eval_predict_export(tiny_records, tiny_encoder, tmp_path):
     run_classifier(tiny_records, tiny_encoder, out, "--num_train_epochs=10", "--do_train", "--do_eval",
                    "--do_predict", "--do_export")
 
-    results = dict(line.split(" = ") for line in open(os.path.join(out, "eval_results.txt")).read().splitlines())
+    results = read_results(os.path.join(out, "eval_results.txt"))
     assert int(results["global_step"]) == 10 * (64 // 8)
     assert float(results["eval_accuracy"]) >= 0.9, results  # the toy task is learnable
     assert os.path.exists(os.path.join(out, f"model.ckpt-{10 * 8}.index"))
@@ -130,18 +45,10 @@ def test_train_eval_predict_export(tiny_records, tiny_encoder, tmp_path):
     # The export, loaded in a fresh process with only tensorflow + tensorflow_text, gives the probabilities
     # the in-training model wrote for the same test texts.
     texts = [text for text, _ in sentiment_rows(10, seed=3)]
-    script = (
-        "import json, sys, tensorflow as tf, tensorflow_text\n"
-        f"serve = tf.saved_model.load({os.path.join(out, 'export')!r}).signatures['serving_default']\n"
-        f"outputs = serve(text=tf.constant({texts!r}))\n"
-        "print(json.dumps({'p': outputs['probabilities'].numpy().tolist(),"
-        " 'l': [x.decode() for x in outputs['label'].numpy()]}))\n"
-    )
-    served = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    answer = json.loads(served.stdout.strip().splitlines()[-1])
-    np.testing.assert_allclose(np.array(answer["p"]), probabilities, atol=1e-5)
+    answer = serve_in_fresh_process(os.path.join(out, "export"), texts)
+    np.testing.assert_allclose(np.array(answer["probabilities"]), probabilities, atol=1e-5)
     labels = json.load(open(os.path.join(tiny_records, "metadata.json")))["label_names"]
-    assert answer["l"] == [labels[i] for i in probabilities.argmax(axis=1)]
+    assert answer["label"] == [labels[i] for i in probabilities.argmax(axis=1)]
 
     predictions = open(os.path.join(out, "predictions.tsv")).read().splitlines()
     assert predictions[0].split("\t") == ["example_id", "label", "probability", "text"]
@@ -234,7 +141,7 @@ def test_gradient_accumulation_updates_every_n_batches_and_resumes(tiny_records,
     # Steps count batches (Keras' optimizer.iterations counts updates): resuming continues at batch 4.
     resumed = run_classifier(tiny_records, tiny_encoder, out, *flags, "--num_train_epochs=1", "--do_eval")
     assert f"Resuming from {os.path.join(out, 'model.ckpt-4')} at step 4 of 8" in resumed.stderr
-    results = dict(line.split(" = ") for line in open(os.path.join(out, "eval_results.txt")).read().splitlines())
+    results = read_results(os.path.join(out, "eval_results.txt"))
     assert int(results["global_step"]) == 8 and tf.train.latest_checkpoint(out).endswith("model.ckpt-8")
 
 
@@ -243,10 +150,7 @@ def test_refuses_an_output_dir_of_another_run(tiny_records, tiny_encoder, tmp_pa
     run_classifier(tiny_records, tiny_encoder, out, "--do_train", "--num_train_epochs=0.2")
     result = run_classifier(tiny_records, tiny_encoder, out, "--do_train", "--num_train_epochs=0.2", "--pooling=cls",
                             check=False)
-    assert result.returncode == 2
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "--output_dir" in errors[0] and "pooling" in errors[0], result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
+    assert_one_error_line(result, "--output_dir", "pooling")
 
 
 @pytest.mark.parametrize(
@@ -264,7 +168,4 @@ def test_bad_flags_give_one_line(tiny_records, tiny_encoder, tmp_path, flags, en
     command = [sys.executable, "-m", "bert_tf.run_classifier", f"--data_dir={tiny_records}",
                f"--encoder={tiny_encoder}", f"--output_dir={tmp_path / 'run'}", "--do_train", *flags]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
-    assert result.returncode == 2, result.stderr[-2000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
+    assert_one_error_line(result, expected)

@@ -12,6 +12,8 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
+from bert_tf.reports import read_results
+
 TRAIN_STEPS = 64 // 8  # tiny_records: 64 train examples, batch 8, 1 epoch
 
 
@@ -68,8 +70,7 @@ def test_train_scalars(run_dir):
 
 def test_eval_scalars_and_confusion_matrix(run_dir):
     evaluation = load(os.path.join(run_dir, "eval"))
-    with open(os.path.join(run_dir, "eval_results.txt")) as f:
-        results = dict(line.split(" = ") for line in f.read().splitlines())
+    results = read_results(os.path.join(run_dir, "eval_results.txt"))
     assert int(results["global_step"]) == TRAIN_STEPS
     for tag in ("accuracy", "loss"):
         series = scalars(evaluation, tag)

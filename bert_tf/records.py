@@ -1,4 +1,6 @@
-"""tf.Example TFRecords in TF Model Garden's schema, their metadata.json, and reading them back with tf.data.
+"""The records' format: tf.Example TFRecords in TF Model Garden's schema, their metadata.json, writing both.
+
+The tf.data pipelines that feed training and evaluation from these files are in input_pipeline.py.
 
 Features of every record:
   input_ids, input_mask, segment_ids   int64 [max_seq_length]
@@ -13,6 +15,7 @@ Features of every record:
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -23,10 +26,13 @@ import numpy as np
 import tensorflow as tf
 
 from bert_tf.errors import InputError
+from bert_tf.heads import TaskHead, head_for
 from bert_tf.long_documents import sliding_windows
 from bert_tf.tokenization import BertTextTokenizer, count_truncated, num_special_tokens, pack_inputs
 
 SPLIT_FILES = {"train": "train.tf_record", "dev": "eval.tf_record", "test": "predict.tf_record"}
+# metadata.json's record count of each split (TF Model Garden's key names).
+SPLIT_SIZE_KEYS = {"train": "train_data_size", "dev": "eval_data_size", "test": "test_data_size"}
 METADATA_FILE = "metadata.json"
 SEQUENCE_FEATURES = ("input_ids", "input_mask", "segment_ids")
 
@@ -197,32 +203,78 @@ def write_records(directory: str, split: str, serialized_batches: Iterable[np.nd
     return paths, written
 
 
-def write_metadata(directory: str, metadata: dict) -> None:
+@dataclasses.dataclass(frozen=True)
+class RecordsMetadata:
+    """metadata.json: what run_classifier, the export and the tools need to know about a directory of records.
+
+    The *_data_size fields count records (what a training step or an eval batch consumes): windows, when
+    documents are cut into windows (long_document="sliding_window"); `documents` counts the table rows.
+    """
+
+    task_type: str
+    num_labels: int
+    label_names: list[str]
+    max_seq_length: int
+    train_data_size: int = 0
+    eval_data_size: int = 0
+    test_data_size: int = 0
+    documents: dict[str, int] = dataclasses.field(default_factory=dict)
+    long_document: str = "truncate"
+    doc_stride: int | None = None
+    test_has_labels: bool = False
+    paired: bool = False
+    text_column: str | None = None
+    text_b_column: str | None = None
+    label_columns: list[str] = dataclasses.field(default_factory=list)
+    sources: dict[str, str] = dataclasses.field(default_factory=dict)
+    files: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    truncated_examples: dict[str, int] = dataclasses.field(default_factory=dict)
+    encoder: str = ""
+    vocab_size: int | None = None
+    vocab_sha256: str | None = None
+    do_lower_case: bool | None = None
+
+    @property
+    def head(self) -> TaskHead:
+        return head_for(self.task_type)
+
+    @property
+    def windowed(self) -> bool:
+        return self.long_document == "sliding_window"
+
+    def size(self, split: str) -> int:
+        """Records in a split (0 when the records have none)."""
+        return getattr(self, SPLIT_SIZE_KEYS[split])
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, content: dict) -> "RecordsMetadata":
+        """Keys this version does not know are ignored, so records written by a newer one still load."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in content.items() if key in known})
+
+
+def write_metadata(directory: str, metadata: RecordsMetadata) -> None:
     with open(os.path.join(directory, METADATA_FILE), "w", encoding="utf-8") as f:
-        json.dump(metadata, f, indent=2, sort_keys=True)
+        json.dump(metadata.to_json(), f, indent=2, sort_keys=True)
         f.write("\n")
 
 
-def read_metadata(data_dir: str) -> dict:
+def read_metadata(data_dir: str) -> RecordsMetadata:
     path = os.path.join(data_dir, METADATA_FILE)
     if not tf.io.gfile.exists(path):
         raise InputError(f"no {METADATA_FILE} here", file=data_dir, flag="data_dir", hint="write the records with `python -m bert_tf.create_tfrecords` (or `make tfrecords`)")
     with tf.io.gfile.GFile(path, "r") as f:
-        return json.load(f)
+        return RecordsMetadata.from_json(json.load(f))
 
 
-def feature_spec(metadata: dict) -> dict[str, tf.io.FixedLenFeature]:
-    length = metadata["max_seq_length"]
-    task_type = metadata["task_type"]
-    if task_type == "regression":
-        label = tf.io.FixedLenFeature([], tf.float32)
-    elif task_type == "multilabel":
-        label = tf.io.FixedLenFeature([metadata["num_labels"]], tf.int64)
-    else:
-        label = tf.io.FixedLenFeature([], tf.int64)
+def feature_spec(metadata: RecordsMetadata) -> dict[str, tf.io.FixedLenFeature]:
+    length = metadata.max_seq_length
     spec = {name: tf.io.FixedLenFeature([length], tf.int64) for name in SEQUENCE_FEATURES}
     spec.update(
-        label_ids=label,
+        label_ids=metadata.head.label_feature(metadata.num_labels),
         is_real_example=tf.io.FixedLenFeature([], tf.int64),
         example_id=tf.io.FixedLenFeature([], tf.int64),
         weight=tf.io.FixedLenFeature([], tf.float32, default_value=1.0),
@@ -236,13 +288,13 @@ def split_files(data_dir: str, split: str) -> list[str]:
     return sorted(tf.io.gfile.glob(pattern) + tf.io.gfile.glob(pattern + "-*-of-*"))
 
 
-def parse_examples(serialized: tf.Tensor, metadata: dict) -> dict[str, tf.Tensor]:
+def parse_examples(serialized: tf.Tensor, metadata: RecordsMetadata) -> dict[str, tf.Tensor]:
     """Parses a batch of serialized records; ints become int32 (TPUs have no int64 on device)."""
     parsed = tf.io.parse_example(serialized, feature_spec(metadata))
     return {name: tf.cast(value, tf.int32) if value.dtype == tf.int64 else value for name, value in parsed.items()}
 
 
-def iterate_numpy(data_dir: str, split: str, metadata: dict, batch_size: int = 1024) -> Iterator[dict[str, np.ndarray]]:
+def iterate_numpy(data_dir: str, split: str, metadata: RecordsMetadata, batch_size: int = 1024) -> Iterator[dict[str, np.ndarray]]:
     """Reads a split back in file order, as numpy batches (for tests and tools)."""
     dataset = tf.data.TFRecordDataset(split_files(data_dir, split)).batch(batch_size)
     for serialized in dataset:
@@ -281,95 +333,3 @@ def publish(staging: str, output_dir: str) -> None:
     for name in sorted(os.listdir(staging), key=lambda name: name == METADATA_FILE):
         os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
     os.rmdir(staging)
-
-
-# --- Reading records for training and evaluation ----------------------------------------------------------
-def model_inputs(features: dict[str, tf.Tensor], pad_multiple: int | None = None) -> dict[str, tf.Tensor]:
-    """Record feature names (TF Model Garden's) → the TF Hub encoder's input names.
-
-    With a pad_multiple the batch is cut to its longest real sequence, rounded up to that multiple: records
-    are padded to max_seq_length, and a batch of short sentences would otherwise spend most of its compute
-    on padding. None keeps max_seq_length, for TPUs, which compile one program per shape.
-    """
-    inputs = {
-        "input_word_ids": features["input_ids"],
-        "input_mask": features["input_mask"],
-        "input_type_ids": features["segment_ids"],
-    }
-    return inputs if pad_multiple is None else trim_to_longest(inputs, pad_multiple)
-
-
-def trim_to_longest(inputs: dict[str, tf.Tensor], multiple: int = 1) -> dict[str, tf.Tensor]:
-    mask = inputs["input_mask"]
-    longest = tf.reduce_max(tf.reduce_sum(tf.cast(mask, tf.int32), axis=1))
-    length = tf.minimum((longest + multiple - 1) // multiple * multiple, tf.shape(mask)[1])
-    return {name: value[:, :length] for name, value in inputs.items()}
-
-
-def train_dataset(data_dir: str, metadata: dict, global_batch_size: int, seed: int, epoch: int,
-                  batches_per_bucket_window: int = 0) -> tf.data.Dataset:
-    """One epoch of shuffled, full training batches.
-
-    The shuffle seed is derived from (seed, epoch) and not reshuffled on iteration, so a run resumed in the
-    middle of an epoch sees the same order as one that never stopped, and every worker of a multi-worker
-    run shuffles alike (each then keeps its shard of every global batch). Partial batches are dropped:
-    TPUs compile one program per shape, and a smaller last batch would be a second one.
-
-    With batches_per_bucket_window=W, each window of W batches' worth of shuffled examples is sorted by
-    length before batching, and the batches are shuffled again: batches then hold sentences of similar
-    length, so trimming a batch to its longest sentence removes most of the padding.
-    """
-    files = split_files(data_dir, "train")
-    dataset = tf.data.TFRecordDataset(files)
-    size = metadata["train_data_size"]
-    epoch_seed = seed * 1000 + epoch
-    dataset = dataset.shuffle(min(size, 100_000), seed=epoch_seed, reshuffle_each_iteration=False)
-    if batches_per_bucket_window > 1:
-        window = global_batch_size * batches_per_bucket_window
-        dataset = dataset.batch(window).map(lambda s: parse_examples(s, metadata), num_parallel_calls=tf.data.AUTOTUNE)
-        dataset = dataset.map(_sort_by_length).unbatch().batch(global_batch_size, drop_remainder=True)
-        dataset = dataset.shuffle(batches_per_bucket_window, seed=epoch_seed + 1, reshuffle_each_iteration=False)
-    else:
-        dataset = dataset.batch(global_batch_size, drop_remainder=True)
-        dataset = dataset.map(lambda s: parse_examples(s, metadata), num_parallel_calls=tf.data.AUTOTUNE)
-    return _shard_by_data(dataset.prefetch(tf.data.AUTOTUNE))
-
-
-def _sort_by_length(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    order = tf.argsort(tf.reduce_sum(features["input_mask"], axis=1), stable=True)
-    return {name: tf.gather(value, order) for name, value in features.items()}
-
-
-def _shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    # Multi-worker: each worker keeps its share of every global batch. Sharding by file (tf.data's default)
-    # would need at least one file per worker and gives workers unequal step counts.
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options)
-
-
-def padded_eval_dataset(data_dir: str, split: str, metadata: dict, global_batch_size: int,
-                        batches_per_bucket_window: int = 0) -> tf.data.Dataset:
-    """All examples of a split, padded with `is_real_example=0` rows to full batches.
-
-    Every batch has the same shape (TPUs need that, and each multi-worker replica must run as many steps as
-    the others); the padding rows are weighted out of every metric. With batches_per_bucket_window=W, each
-    window of W batches' worth of examples is sorted by length (as in training), so trimmed batches carry
-    little padding; the order is otherwise the file's, and the caller restores it from example_id.
-    """
-    window = global_batch_size * max(batches_per_bucket_window, 1)
-    records = tf.data.TFRecordDataset(split_files(data_dir, split))
-    dataset = records.batch(window).map(lambda s: parse_examples(s, metadata), num_parallel_calls=tf.data.AUTOTUNE)
-    if batches_per_bucket_window > 1:
-        dataset = dataset.map(_sort_by_length)
-    dataset = dataset.unbatch()
-    size = metadata[{"train": "train_data_size", "dev": "eval_data_size", "test": "test_data_size"}[split]]
-    padding = (-size) % global_batch_size
-    if padding:
-        # A copy of the first record, read on its own: repeating a take(1) of `dataset` would parse and sort
-        # a whole window again for every filler row.
-        first = records.take(1).batch(1).map(lambda s: parse_examples(s, metadata)).unbatch()
-        filler = first.map(lambda features: {**features, "is_real_example": tf.constant(0, tf.int32)})
-        dataset = dataset.concatenate(filler.repeat(padding))
-    dataset = dataset.batch(global_batch_size, drop_remainder=True)
-    return _shard_by_data(dataset.prefetch(tf.data.AUTOTUNE))

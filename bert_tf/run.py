@@ -1,0 +1,253 @@
+"""A fine-tuning run as plain steps over one RunConfig: validate → build → train → evaluate → predict → export.
+
+run_classifier (the command line) builds the RunConfig from its flags and calls these steps; any other caller
+(a notebook, a sweep, an API) calls the same ones, so they cannot drift apart:
+
+    config = RunConfig(data_dir="data/my_task", output_dir="runs/my_task", do_train=True, do_eval=True)
+    run = ClassifierRun(config)      # validates the records and flags, builds the model under its strategy
+    run.train()
+    result, report = run.evaluate()  # eval_results.txt and the report are written too
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from bert_tf import distribution, reports, run_directory
+from bert_tf.encoders.hub_layers import HubEncoder
+from bert_tf.encoders.loading import encoder_info
+from bert_tf.errors import InputError
+from bert_tf.evaluation import Predictions, Predictor, compute_metrics, tune_thresholds
+from bert_tf.files import atomic_write
+from bert_tf.model import BertClassifier, choose_pooling
+from bert_tf.optimization import create_optimizer
+from bert_tf.records import RecordsMetadata, read_metadata, read_texts
+from bert_tf.tokenization import load_vocab, vocab_digest
+from bert_tf.training import Trainer, TrainConfig, TrainingDiverged, WorkerLost, restore_latest
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """The settings of a run; each field is the run_classifier flag of the same name, with its default."""
+
+    data_dir: str | None = None
+    output_dir: str | None = None
+    do_train: bool = False
+    do_eval: bool = False
+    do_predict: bool = False
+    do_export: bool = False
+    encoder: str = "default"
+    vocab_file: str | None = None
+    do_lower_case: bool | None = None
+    train_batch_size: int = 32
+    eval_batch_size: int = 64
+    learning_rate: float = 5e-5
+    num_train_epochs: float = 3.0
+    warmup_proportion: float = 0.1
+    weight_decay: float = 0.01
+    gradient_accumulation_steps: int = 1
+    pooling: str = "auto"
+    dropout_rate: float = 0.1
+    aggregation: str = "mean"
+    tune_thresholds: bool = False
+    freeze_encoder: bool = False
+    distribution_strategy: str = "auto"
+    num_gpus: int | None = None
+    num_cpu_replicas: int = 1
+    use_tpu: bool = False
+    tpu_name: str | None = None
+    tpu_zone: str | None = None
+    gcp_project: str | None = None
+    mixed_precision: str = "auto"
+    seed: int = 42
+    save_checkpoints_steps: int = 1000
+    keep_checkpoint_max: int = 5
+    bucket_window: int = 50
+    profile_steps: tuple[int, int] | None = None  # trace training steps [START, END) with the TF profiler
+    iterations_per_loop: int = 20
+    overwrite_output_dir: bool = False
+    init_checkpoint: str | None = None
+
+
+def validate(config: RunConfig) -> RecordsMetadata:
+    """Checks the settings against each other and against the records; returns the records' metadata."""
+    if not (config.do_train or config.do_eval or config.do_predict or config.do_export):
+        raise InputError("nothing to do", hint="pass at least one of --do_train, --do_eval, --do_predict, --do_export")
+    for name in ("data_dir", "output_dir"):
+        if not getattr(config, name):
+            raise InputError("is required", flag=name)
+    metadata = read_metadata(config.data_dir)
+    for wanted, split, flag in ((config.do_eval, "dev", "do_eval"), (config.do_predict, "test", "do_predict")):
+        if wanted and not metadata.size(split):
+            raise InputError(f"the records have no {split} split", file=config.data_dir, flag=flag,
+                             hint=f"write them with --{split}_file")
+    if config.tune_thresholds and (not metadata.head.tunes_thresholds or not config.do_eval):
+        raise InputError("tunes multi-label thresholds on dev: it needs multi-label records and --do_eval",
+                         flag="tune_thresholds")
+    if metadata.windowed and config.aggregation == "vote" and not metadata.head.votes:
+        raise InputError("vote needs classes", flag="aggregation",
+                         hint=f"aggregate {metadata.task_type} windows with mean or max")
+    if config.aggregation != RunConfig.aggregation and not metadata.windowed:
+        logging.warning("--aggregation applies only to records written with --long_document=sliding_window")
+    return metadata
+
+
+class ClassifierRun:
+    """One run: the model, optimizer, trainer and predictor of `config`, and the steps that use them.
+
+    Construction validates the config and records, picks the strategy and precision, checks --output_dir
+    against an earlier run and builds the model under the strategy. Only the chief writes files.
+    """
+
+    def __init__(self, config: RunConfig):
+        self.config = config
+        if config.num_cpu_replicas > 1:  # before anything initializes TensorFlow's devices
+            distribution.use_logical_cpus(config.num_cpu_replicas)
+        self.metadata = metadata = validate(config)
+        # google-research/bert's --use_tpu alone selects the TPU; --tpu_name says which one.
+        strategy_name = "tpu" if config.use_tpu else config.distribution_strategy
+        self.strategy = distribution.make_strategy(strategy_name, config.num_gpus, config.tpu_name, config.tpu_zone,
+                                                   config.gcp_project)
+        self.precision = distribution.configure_precision(config.mixed_precision, self.strategy)
+        logging.info("Strategy %s with %d replicas, precision %s", type(self.strategy).__name__,
+                     self.strategy.num_replicas_in_sync, self.precision)
+        self.encoder = encoder_info(config.encoder)
+        self._check_vocab()
+        self.pooling = choose_pooling(config.pooling, config.encoder)
+        self.chief = distribution.is_chief(self.strategy)
+        identity = {"encoder": config.encoder, "label_names": metadata.label_names, "task_type": metadata.task_type,
+                    "max_seq_length": metadata.max_seq_length, "pooling": self.pooling}
+        run_directory.prepare(config.output_dir, identity, config.overwrite_output_dir, self.chief, config.do_train)
+        train_config = self._train_config()
+        total_steps = train_config.total_steps(metadata) if config.do_train else 1
+        self.model, optimizer = self._build(total_steps)
+        self.trainer = Trainer(self.strategy, self.model, optimizer, metadata, train_config)
+        if config.init_checkpoint and not self.trainer.restore_from.latest_checkpoint:
+            tf.train.Checkpoint(model=self.model).restore(config.init_checkpoint).expect_partial()
+        self.predictor = Predictor(self.strategy, self.model, metadata, config.eval_batch_size,
+                                   train_config.pad_multiple, config.aggregation, config.bucket_window)
+        self._last_evaluation = None  # (step, predictions, result) of the latest per-epoch evaluation
+
+    def _check_vocab(self) -> None:
+        expected = self.metadata.vocab_sha256
+        if expected and self.config.vocab_file is None and vocab_digest(load_vocab(self.encoder.vocab_file)) != expected:
+            raise InputError(
+                f"the records were tokenized with another vocab than --encoder={self.config.encoder}'s",
+                file=self.config.data_dir, flag="encoder", hint="rewrite the records with the same --encoder",
+            )
+
+    def _train_config(self) -> TrainConfig:
+        config = self.config
+        return TrainConfig(
+            data_dir=config.data_dir, output_dir=config.output_dir, global_batch_size=config.train_batch_size,
+            num_train_epochs=config.num_train_epochs, seed=config.seed, steps_per_loop=config.iterations_per_loop,
+            save_checkpoints_steps=config.save_checkpoints_steps, keep_checkpoint_max=config.keep_checkpoint_max,
+            is_chief=self.chief, pad_multiple=distribution.pad_multiple(self.strategy),
+            batches_per_bucket_window=config.bucket_window, profile_steps=config.profile_steps,
+            hparams={"encoder": config.encoder, "pooling": self.pooling, "learning_rate": config.learning_rate,
+                     "train_batch_size": config.train_batch_size, "num_train_epochs": config.num_train_epochs,
+                     "max_seq_length": self.metadata.max_seq_length, "precision": self.precision,
+                     "replicas": self.strategy.num_replicas_in_sync},
+        )
+
+    def _build(self, total_steps: int) -> tuple[keras.Model, keras.optimizers.Optimizer]:
+        """The classifier and its optimizer, created inside the strategy's scope (where variables are placed)."""
+        config = self.config
+        with self.strategy.scope():
+            keras.utils.set_random_seed(config.seed)
+            encoder = HubEncoder(self.encoder.handles.encoder, trainable=not config.freeze_encoder, name="encoder")
+            model = BertClassifier(encoder, self.metadata.num_labels, pooling=self.pooling,
+                                   dropout_rate=config.dropout_rate)
+            optimizer = create_optimizer(
+                config.learning_rate, total_steps, int(total_steps * config.warmup_proportion), config.weight_decay,
+                gradient_accumulation_steps=config.gradient_accumulation_steps,
+                loss_scaling=self.precision == "fp16",
+            )
+        return model, optimizer
+
+    @property
+    def global_step(self) -> int:
+        return self.trainer.global_step
+
+    def train(self) -> int:
+        """Trains (or resumes) to the planned step; with do_eval, evaluates after every epoch and keeps best/."""
+        on_epoch_end = self._evaluate_epoch if self.config.do_eval else None
+        if on_epoch_end:
+            self._best = run_directory.BestWeights(self.config.output_dir, self.metadata.head.primary_metric)
+        try:
+            return self.trainer.train(on_epoch_end=on_epoch_end)
+        except (TrainingDiverged, WorkerLost) as error:
+            raise InputError(str(error)) from None
+
+    def restore(self) -> None:
+        """Without training: the latest checkpoint of output_dir (or init_checkpoint's weights, already loaded)."""
+        if restore_latest(self.trainer.checkpoint, self.trainer.restore_from) is None and not self.config.init_checkpoint:
+            logging.warning("No checkpoint in %s: evaluating the encoder with an untrained head.", self.config.output_dir)
+
+    def _evaluate_epoch(self, step: int) -> None:
+        predictions = self.predictor.predict(self.config.data_dir, "dev")
+        result = {**compute_metrics(predictions, self.metadata), "global_step": step}
+        self._last_evaluation = step, predictions, result
+        logging.info("Step %d: %s = %.4f", step, self._best.metric, result[self._best.metric])
+        if self.chief:
+            reports.write_eval_summaries(self.config.output_dir, result, step, image=False)
+            self._best.offer(self.model, result)
+
+    def evaluate(self) -> tuple[dict, str | None]:
+        """Scores dev: eval_results.txt, the report and eval/ summaries (chief); returns (metrics, report text)."""
+        step = self.global_step
+        if self._last_evaluation and self._last_evaluation[0] == step:  # the last epoch's evaluation saw these weights
+            _, predictions, result = self._last_evaluation
+        else:
+            predictions = self.predictor.predict(self.config.data_dir, "dev")
+            result = {**compute_metrics(predictions, self.metadata), "global_step": step}
+        thresholds = None
+        if self.config.tune_thresholds:
+            thresholds = tune_thresholds(predictions)
+            # Scored on the very examples they were tuned on: optimistic, hence the _tuned names; the test
+            # split's scores (--do_predict) are the honest figure.
+            tuned = compute_metrics(predictions, self.metadata, thresholds)
+            result.update({f"{key}_tuned": tuned[key] for key in ("eval_micro_f1", "eval_macro_f1", "eval_exact_match")})
+        report = None
+        if self.chief:
+            if thresholds is not None:
+                reports.save_thresholds(self.config.output_dir, thresholds, self.metadata)
+            report = reports.write_eval_results(self.config.output_dir, result, predictions, self.metadata, thresholds)
+            reports.write_eval_summaries(self.config.output_dir, result, step)
+        return result, report
+
+    def predict(self) -> tuple[Predictions, dict | None]:
+        """Predicts the test split: test_results.tsv and predictions.tsv (chief), and, when the test split has
+        labels, test_eval_results.txt; returns (the predictions, the test metrics or None)."""
+        output_dir = self.config.output_dir
+        thresholds = reports.load_thresholds(output_dir, self.metadata)
+        predictions = self.predictor.predict(self.config.data_dir, "test")
+        result = None
+        if self.metadata.test_has_labels:
+            # The test split came with labels (BBC News, MRPC, …): score it too, in its own file.
+            metrics = compute_metrics(predictions, self.metadata, thresholds)
+            result = {key.replace("eval_", "test_", 1): value for key, value in metrics.items()}
+            result["global_step"] = self.global_step
+        if self.chief:
+            texts = read_texts(self.config.data_dir, "test")
+            reports.write_predictions(output_dir, predictions, self.metadata, texts, thresholds)
+            if result is not None:
+                atomic_write(os.path.join(output_dir, "test_eval_results.txt"), reports.results_text(result))
+        return predictions, result
+
+    def export(self) -> str | None:
+        """The serving SavedModel in output_dir/export (chief only; other workers return None)."""
+        if not self.chief:
+            return None
+        from bert_tf.export import export_classifier
+
+        config = self.config
+        lower = self.encoder.do_lower_case if config.do_lower_case is None else config.do_lower_case
+        return export_classifier(self.model, config.vocab_file or self.encoder.vocab_file, lower, self.metadata,
+                                 os.path.join(config.output_dir, "export"), config.aggregation,
+                                 reports.load_thresholds(config.output_dir, self.metadata))
