@@ -160,8 +160,7 @@ def create_tfrecords(splits: dict[str, tables.TextTable], task_type: str, output
 
 @exits_cleanly_on_bad_input
 def main(argv):
-    if len(argv) > 1:
-        raise InputError(f"unexpected argument '{argv[1]}'", hint="flags take the form --name=value")
+    bert_flags.check_command_line(argv, FLAGS)
     if not FLAGS.output_dir:
         raise InputError("say where to write the records", flag="output_dir")
     splits = read_splits(FLAGS.task_name, FLAGS.data_dir,

@@ -19,11 +19,7 @@ FLAGS = bert_flags.FLAGS
 
 @exits_cleanly_on_bad_input
 def main(argv):
-    if len(argv) > 1:
-        raise InputError(f"unexpected argument '{argv[1]}'", hint="flags take the form --name=value")
-    for name in ("source", "output_dir"):
-        if not FLAGS[name].value:
-            raise InputError("is required", flag=name)
+    bert_flags.check_command_line(argv, FLAGS, required=("source", "output_dir"))
     from bert_tf.encoders.convert import convert  # TensorFlow loads slowly; not needed for flag errors
 
     try:

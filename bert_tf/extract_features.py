@@ -54,11 +54,7 @@ def extract(texts: list[str], encoder, tokenizer: BertTextTokenizer, pooling: st
 
 @exits_cleanly_on_bad_input
 def main(argv):
-    if len(argv) > 1:
-        raise InputError(f"unexpected argument '{argv[1]}'", hint="flags take the form --name=value")
-    for name in ("input_file", "output_file"):
-        if not FLAGS[name].value:
-            raise InputError("is required", flag=name)
+    bert_flags.check_command_line(argv, FLAGS, required=("input_file", "output_file"))
     suffix = os.path.splitext(FLAGS.output_file)[1]
     if suffix not in (".npy", ".parquet"):
         raise InputError("must end in .npy or .parquet", flag="output_file")

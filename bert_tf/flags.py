@@ -7,9 +7,19 @@ from __future__ import annotations
 
 from absl import flags
 
+from bert_tf.errors import InputError
 from bert_tf.labels import TASK_TYPES
 
 FLAGS = flags.FLAGS
+
+
+def check_command_line(argv: list[str], flag_values: flags.FlagValues, required: tuple[str, ...] = ()) -> None:
+    """A command takes flags only (absl leaves anything else in argv), and these flags must be set."""
+    if len(argv) > 1:
+        raise InputError(f"unexpected argument '{argv[1]}'", hint="flags take the form --name=value")
+    for name in required:
+        if not flag_values[name].value:
+            raise InputError("is required", flag=name)
 
 
 def _once(define):

@@ -7,8 +7,8 @@ result files and in the export). Every other module asks the head of its records
 adding a task type means adding one class here (and teaching labels.py to read its labels from a table).
 
 >>> head = head_for("multilabel")
->>> head.probabilities(tf.constant([[0.0, 2.0]])).numpy().round(3).tolist()
-[[0.5, 0.881]]
+>>> [round(float(p), 3) for p in head.probabilities(tf.constant([[0.0, 2.0]]))[0]]
+[0.5, 0.881]
 >>> head.label_strings(np.array([[0.5, 0.881], [0.2, 0.1]]), ["joy", "fear"])
 [('joy,fear', 0.5), ('', 0.2)]
 """

@@ -35,27 +35,36 @@ from bert_tf.training import Trainer, TrainConfig, TrainingDiverged, WorkerLost,
 class RunConfig:
     """The settings of a run; each field is the run_classifier flag of the same name, with its default."""
 
+    # What and where
     data_dir: str | None = None
     output_dir: str | None = None
     do_train: bool = False
     do_eval: bool = False
     do_predict: bool = False
     do_export: bool = False
+    overwrite_output_dir: bool = False
+    init_checkpoint: str | None = None
+    # The model
     encoder: str = "default"
     vocab_file: str | None = None
     do_lower_case: bool | None = None
+    pooling: str = "auto"
+    dropout_rate: float = 0.1
+    freeze_encoder: bool = False
+    # Optimization
     train_batch_size: int = 32
-    eval_batch_size: int = 64
     learning_rate: float = 5e-5
     num_train_epochs: float = 3.0
     warmup_proportion: float = 0.1
     weight_decay: float = 0.01
     gradient_accumulation_steps: int = 1
-    pooling: str = "auto"
-    dropout_rate: float = 0.1
+    seed: int = 42
+    bucket_window: int = 50
+    # Evaluation and prediction
+    eval_batch_size: int = 64
     aggregation: str = "mean"
     tune_thresholds: bool = False
-    freeze_encoder: bool = False
+    # Hardware
     distribution_strategy: str = "auto"
     num_gpus: int | None = None
     num_cpu_replicas: int = 1
@@ -64,14 +73,11 @@ class RunConfig:
     tpu_zone: str | None = None
     gcp_project: str | None = None
     mixed_precision: str = "auto"
-    seed: int = 42
+    iterations_per_loop: int = 20
+    # Checkpoints and profiling
     save_checkpoints_steps: int = 1000
     keep_checkpoint_max: int = 5
-    bucket_window: int = 50
     profile_steps: tuple[int, int] | None = None  # trace training steps [START, END) with the TF profiler
-    iterations_per_loop: int = 20
-    overwrite_output_dir: bool = False
-    init_checkpoint: str | None = None
 
 
 def validate(config: RunConfig) -> RecordsMetadata:

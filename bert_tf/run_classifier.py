@@ -49,8 +49,7 @@ def print_results(title: str, result: dict) -> None:
 
 @exits_cleanly_on_bad_input
 def main(argv):
-    if len(argv) > 1:
-        raise InputError(f"unexpected argument '{argv[1]}'", hint="flags take the form --name=value")
+    bert_flags.check_command_line(argv, FLAGS)
     config = config_from_flags()
     run = ClassifierRun(config)
     if config.do_train:
