@@ -40,17 +40,16 @@ train:
 	$(PY) -m bert_tf.run_classifier --data_dir=$(OUT) --output_dir=$(RUN) --do_train --do_eval \
 	  --num_train_epochs=$(EPOCHS) $(EXTRA)
 
+DEMO_TEXTS := "Shares in the carmaker rose 5% after quarterly profits beat forecasts." \
+  "The striker scored twice as the champions won the cup final." \
+  "The new smartphone chip doubles battery life, the company said." \
+  "MPs voted on the bill after a heated debate in parliament." \
+  "The film won best picture at the Oscars on Sunday night."
+
 demo:
 	$(PY) -m bert_tf.create_tfrecords --task_name=bbc_news --max_seq_length=$(DEMO_SEQ_LENGTH) --output_dir=$(OUT)
-	$(PY) -m bert_tf.run_classifier --data_dir=$(OUT) --output_dir=$(RUN) --do_train --do_eval --do_predict \
-	  --do_export --num_train_epochs=$(DEMO_EPOCHS) --learning_rate=1e-4 --overwrite_output_dir
-	$(PY) -m bert_tf.classify_text --model=$(RUN)/export \
-	  "Shares in the carmaker rose 5% after quarterly profits beat forecasts." \
-	  "The striker scored twice as the champions won the cup final." \
-	  "The new smartphone chip doubles battery life, the company said." \
-	  "MPs voted on the bill after a heated debate in parliament." \
-	  "The film won best picture at the Oscars on Sunday night."
-	@echo "TensorBoard logs: $(RUN)  (make tensorboard)"
+	$(PY) -m bert_tf.run_classifier --data_dir=$(OUT) --output_dir=$(RUN) --do_train --do_eval --do_predict --do_export --num_train_epochs=$(DEMO_EPOCHS) --learning_rate=1e-4 --overwrite_output_dir
+	@$(PY) -m bert_tf.classify_text --model=$(RUN)/export $(DEMO_TEXTS)
 
 tensorboard:
 	$(VENV)/bin/tensorboard --logdir $(RUN)

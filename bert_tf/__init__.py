@@ -2,6 +2,8 @@
 
 import os
 
+from bert_tf.console import quiet_when_a_command
+
 __version__ = "0.1.0"
 
 # Two TensorFlow settings that must be made before TensorFlow is imported, hence here, where every bert_tf
@@ -17,3 +19,5 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 #   at every step. TensorFlow's BFC allocator keeps and reuses that memory; oneDNN's own allocator pools large
 #   blocks too.
 os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
+quiet_when_a_command()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from typing import TYPE_CHECKING
 
 from absl import app, logging
@@ -133,14 +132,12 @@ def create_tfrecords(splits: dict[str, tables.TextTable], task_type: str, output
         raise InputError(f"cannot write here ({error.strerror})", file=output_dir, flag="output_dir") from None
     try:
         truncated, files, counts = {}, {}, {}
-        started = time.time()
         for split, table in splits.items():
             with Progress(len(table), f"{split} examples") as progress:
                 paths, counts[split], truncated[split] = example_writer.write(
                     table, label_ids[split], staging, split, max_examples_per_file, progress, keep_text=split == "test"
                 )
             files[split] = [os.path.basename(p) for p in paths]
-        logging.info("Wrote %d records in %.1fs", sum(counts.values()), time.time() - started)
         metadata = records.RecordsMetadata(
             task_type=label_space.task_type, num_labels=label_space.num_labels, label_names=list(label_space.names),
             max_seq_length=max_seq_length, **{records.SPLIT_SIZE_KEYS[split]: count for split, count in counts.items()},
@@ -172,10 +169,10 @@ def main(argv):
         vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case, text_column=FLAGS.text_column,
         text_b_column=FLAGS.text_b_column,
     )
-    for split, count in metadata.truncated_examples.items():
-        if count:
-            logging.info("%s: %d of %d examples were longer than %d tokens and truncated (see --long_document)",
-                         split, count, len(splits[split]), metadata.max_seq_length)
+    truncated = [f"{count} of {len(splits[split])} {split}" for split, count in metadata.truncated_examples.items() if count]
+    if truncated:
+        logging.info("Truncated to %d tokens: %s examples (see --long_document)", metadata.max_seq_length,
+                     ", ".join(truncated))
     print(f"Wrote {', '.join(f'{len(t)} {s}' for s, t in splits.items())} examples "
           f"({metadata.task_type}, {metadata.num_labels} labels) to {FLAGS.output_dir}")
     if metadata.windowed:

@@ -9,12 +9,15 @@ import time
 class Progress:
     """`with Progress(total, "examples") as p: p.update(n)`; on a terminal one redrawn line, else a line per 10%.
 
-    >>> with Progress(2, "items", stream=sys.stdout, interactive=False) as p:
+    Off a terminal (a log file, a pipe), a step done within `quiet_seconds` prints nothing: the line that
+    reports its result follows at once.
+
+    >>> with Progress(2, "items", stream=sys.stdout, interactive=False, quiet_seconds=0) as p:
     ...     p.update(2)  # doctest: +ELLIPSIS
     items: 2/2 (100%) ...
     """
 
-    def __init__(self, total: int, unit: str, stream=None, interactive: bool | None = None):
+    def __init__(self, total: int, unit: str, stream=None, interactive: bool | None = None, quiet_seconds: float = 2.0):
         self.total = max(total, 1)
         self.unit = unit
         self.stream = stream or sys.stderr
@@ -22,6 +25,7 @@ class Progress:
         self.done = 0
         self._started = time.monotonic()
         self._last_decile = -1
+        self._quiet_seconds = quiet_seconds
         self.extra = ""
 
     def __enter__(self) -> "Progress":
@@ -34,9 +38,9 @@ class Progress:
         if self.interactive:
             self.stream.write("\r" + self.line())
             self.stream.flush()
-        elif decile != self._last_decile:
+        elif decile != self._last_decile and time.monotonic() - self._started >= self._quiet_seconds:
             self.stream.write(self.line() + "\n")
-        self._last_decile = decile
+            self._last_decile = decile
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self._started, 1e-9)

@@ -50,18 +50,19 @@ def read_results(path: str) -> dict[str, int | float | str]:
 
 def write_eval_results(output_dir: str, result: dict, predictions: Predictions, metadata: RecordsMetadata,
                        thresholds: np.ndarray | None = None) -> str | None:
-    """eval_results.txt, eval_metrics.json, and the per-class (per-label) report; returns the report text."""
+    """eval_results.txt, eval_metrics.json, and the per-class (per-label) report; returns the report's path."""
     atomic_write(os.path.join(output_dir, "eval_results.txt"), results_text(result))
     head = metadata.head
     report, details = head.report(predictions.labels, predictions.probabilities, metadata.label_names, thresholds)
-    if report is not None:
-        atomic_write(os.path.join(output_dir, head.report_file), report)
+    report_path = None if report is None else os.path.join(output_dir, head.report_file)
+    if report_path:
+        atomic_write(report_path, report)
     if "confusion_matrix" in details:
         png = confusion_matrix_png(np.asarray(details["confusion_matrix"]), metadata.label_names)
         atomic_write(os.path.join(output_dir, "confusion_matrix.png"), png)
     atomic_write(os.path.join(output_dir, "eval_metrics.json"),
                  json.dumps({**result, **details}, indent=2, sort_keys=True) + "\n")
-    return report
+    return report_path
 
 
 def confusion_matrix_png(matrix: np.ndarray, names: list[str]) -> bytes:

@@ -6,7 +6,7 @@ run_classifier (the command line) builds the RunConfig from its flags and calls 
     config = RunConfig(data_dir="data/my_task", output_dir="runs/my_task", do_train=True, do_eval=True)
     run = ClassifierRun(config)      # validates the records and flags, builds the model under its strategy
     run.train()
-    result, report = run.evaluate()  # eval_results.txt and the report are written too
+    result, report_path = run.evaluate()  # eval_results.txt and the report are written too
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ class ClassifierRun:
             self._best.offer(self.model, result)
 
     def evaluate(self) -> tuple[dict, str | None]:
-        """Scores dev: eval_results.txt, the report and eval/ summaries (chief); returns (metrics, report text)."""
+        """Scores dev: eval_results.txt, the report and eval/ summaries (chief); returns (metrics, report's path)."""
         step = self.global_step
         if self._last_evaluation and self._last_evaluation[0] == step:  # the last epoch's evaluation saw these weights
             _, predictions, result = self._last_evaluation
@@ -219,13 +219,14 @@ class ClassifierRun:
             # split's scores (--do_predict) are the honest figure.
             tuned = compute_metrics(predictions, self.metadata, thresholds)
             result.update({f"{key}_tuned": tuned[key] for key in ("eval_micro_f1", "eval_macro_f1", "eval_exact_match")})
-        report = None
+        report_path = None
         if self.chief:
             if thresholds is not None:
                 reports.save_thresholds(self.config.output_dir, thresholds, self.metadata)
-            report = reports.write_eval_results(self.config.output_dir, result, predictions, self.metadata, thresholds)
+            report_path = reports.write_eval_results(self.config.output_dir, result, predictions, self.metadata,
+                                                     thresholds)
             reports.write_eval_summaries(self.config.output_dir, result, step)
-        return result, report
+        return result, report_path
 
     def predict(self) -> tuple[Predictions, dict | None]:
         """Predicts the test split: test_results.tsv and predictions.tsv (chief), and, when the test split has

@@ -57,11 +57,11 @@ def main(argv):
     else:
         run.restore()
     if config.do_eval:
-        result, report = run.evaluate()
+        result, report_path = run.evaluate()
         if run.chief:
             print_results("Eval", result)
-            if report:
-                print(report)
+            if report_path:
+                print(f"Report: {report_path}")
     if config.do_predict:
         predictions, result = run.predict()
         if run.chief:
