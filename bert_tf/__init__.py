@@ -21,3 +21,13 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 quiet_when_a_command()
+
+
+def __getattr__(name: str):
+    # `from bert_tf import TextClassifier` without importing TensorFlow for every bert_tf import (the commands
+    # check their flags before TensorFlow loads).
+    if name == "TextClassifier":
+        from bert_tf.text_classifier import TextClassifier
+
+        return TextClassifier
+    raise AttributeError(f"module 'bert_tf' has no attribute {name!r}")

@@ -103,19 +103,24 @@ def window_stride(long_document: str, doc_stride: int | None, max_seq_length: in
 def create_tfrecords(splits: dict[str, tables.TextTable], task_type: str, output_dir: str, max_seq_length: int,
                      max_examples_per_file: int, long_document: str = "truncate", doc_stride: int | None = None, *,
                      encoder: str | None = None, vocab_file: str | None = None, do_lower_case: bool | None = None,
-                     text_column: str | None = None, text_b_column: str | None = None) -> RecordsMetadata:
+                     text_column: str | None = None, text_b_column: str | None = None,
+                     label_space: LabelSpace | None = None) -> RecordsMetadata:
     """Checks every split, then writes records and metadata.json to output_dir; returns the metadata.
 
-    The tokenizer is the encoder's (vocab and casing), or vocab_file's; see vocab_and_casing.
+    The tokenizer is the encoder's (vocab and casing), or vocab_file's; see vocab_and_casing. The labels are
+    the train split's, or `label_space`'s (records of new data for a trained model; no train split needed).
     """
-    if "train" not in splits:
-        raise InputError("a train split is required", flag="train_file")
-    label_space: LabelSpace = infer_label_space(splits["train"], task_type)
+    if label_space is None:
+        if "train" not in splits:
+            raise InputError("a train split is required", flag="train_file")
+        label_space = infer_label_space(splits["train"], task_type)
     label_ids = {split: encode_labels(table, label_space) for split, table in splits.items()}
-    paired = splits["train"].texts_b is not None
+    first = next(iter(splits.values()))
+    paired = first.texts_b is not None
     for split, table in splits.items():
         if (table.texts_b is not None) != paired:
-            raise InputError("has a second text column where train has none, or the other way round", file=table.source)
+            raise InputError(f"has a second text column where {next(iter(splits))} has none, or the other way round",
+                             file=table.source)
 
     from bert_tf import records
     from bert_tf.tokenization import BertTextTokenizer, load_vocab, vocab_digest
@@ -143,7 +148,7 @@ def create_tfrecords(splits: dict[str, tables.TextTable], task_type: str, output
             max_seq_length=max_seq_length, **{records.SPLIT_SIZE_KEYS[split]: count for split, count in counts.items()},
             documents={split: len(table) for split, table in splits.items()}, long_document=long_document,
             doc_stride=stride, test_has_labels="test" in splits and splits["test"].labels is not None, paired=paired,
-            text_column=text_column, text_b_column=text_b_column, label_columns=splits["train"].label_columns,
+            text_column=text_column, text_b_column=text_b_column, label_columns=first.label_columns,
             sources={split: table.source for split, table in splits.items()}, files=files,
             truncated_examples=truncated, encoder=encoder, vocab_size=len(vocab), vocab_sha256=vocab_digest(vocab),
             do_lower_case=lower_case,

@@ -62,8 +62,9 @@ class Predictor:
 
         self._step = step
 
-    def predict(self, data_dir: str, split: str) -> Predictions:
-        metadata, batch_size = self.metadata, self.global_batch_size
+    def predict(self, data_dir: str, split: str, metadata: RecordsMetadata | None = None) -> Predictions:
+        """The split's predictions; `metadata` is data_dir's when it holds other records of the same task."""
+        metadata, batch_size = metadata or self.metadata, self.global_batch_size
         dataset = padded_eval_dataset(data_dir, split, metadata, batch_size, self.batches_per_bucket_window)
         size = metadata.size(split)
         iterator = iter(self.strategy.experimental_distribute_dataset(dataset))

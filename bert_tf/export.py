@@ -25,6 +25,7 @@ from bert_tf.tokenization import BertTextTokenizer, load_vocab, num_special_toke
 
 
 CHUNK_SIZE = 32  # rows per model call inside one serving call
+PACKED_INPUTS = ("input_word_ids", "input_mask", "input_type_ids")
 
 
 class ServingModel(tf.Module):
@@ -45,6 +46,36 @@ class ServingModel(tf.Module):
         if thresholds is None:
             thresholds = self._head.default_thresholds(len(self._label_names))
         self._thresholds = None if thresholds is None else tf.constant(thresholds, tf.float32)
+
+    @tf.function(input_signature=[])
+    def label_names(self) -> tf.Tensor:
+        """The columns of `probabilities`: the label names, in order (Python callers read them from the export)."""
+        return tf.constant(self._label_names)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name=name) for name in PACKED_INPUTS])
+    def packed_logits(self, input_word_ids, input_mask, input_type_ids) -> tf.Tensor:
+        """The model alone: packed inputs [batch, length] → float32 logits [batch, k], for export_tflite.
+
+        The serving signature's string ops and chunk loop have no TFLite kernels; export_tflite converts this
+        function with a TFLite tokenizer and packing in front of it (see tflite_config).
+        """
+        inputs = {"input_word_ids": input_word_ids, "input_mask": input_mask, "input_type_ids": input_type_ids}
+        return tf.cast(self.model(inputs, training=False), tf.float32)
+
+    @tf.function(input_signature=[])
+    def tflite_config(self) -> dict[str, tf.Tensor]:
+        """How the serving signature tokenizes, packs and reads the logits, for export_tflite to do the same."""
+        thresholds = self._thresholds if self._thresholds is not None else tf.zeros([0], tf.float32)
+        return {
+            "do_lower_case": tf.constant(self._tokenizer.lower_case),
+            "max_seq_length": tf.constant(self._seq_length, tf.int32),
+            "task_type": tf.constant(self._head.name),
+            "label_names": tf.constant(self._label_names),
+            "paired": tf.constant(self._paired),
+            "doc_stride": tf.constant(self._window_stride or 0, tf.int32),
+            "aggregation": tf.constant(self._aggregation),
+            "thresholds": thresholds,
+        }
 
     def _logits(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
         """The model's logits for packed inputs, run length-sorted in chunks, each trimmed to its longest row.
@@ -90,8 +121,6 @@ class ServingModel(tf.Module):
         return fn.get_concrete_function(tf.TensorSpec([None], tf.string, name="text"))
 
 
-def export_classifier(model: keras.Model, vocab_file: str, do_lower_case: bool, metadata: RecordsMetadata,
-                      export_dir: str, aggregation: str = "mean", thresholds: np.ndarray | None = None) -> str:
+def save_serving_model(serving: ServingModel, export_dir: str) -> str:
     """Writes the serving SavedModel to export_dir, via a temp dir renamed into place when complete."""
-    serving = ServingModel(model, vocab_file, do_lower_case, metadata, aggregation, thresholds)
     return save_savedmodel(serving, export_dir, signatures={"serving_default": serving.signature()})

@@ -50,7 +50,8 @@ def define_encoder_flags() -> None:
     flags.DEFINE_string(
         "encoder", "default",
         "TF Hub BERT encoder: 'default' (all-MiniLM-L6-v2, shipped offline), a short name such as "
-        "bert_en_uncased_L-12_H-768_A-12, a tfhub.dev/Kaggle URL, a gs:// path or a local directory.",
+        "bert_en_uncased_L-12_H-768_A-12, a tfhub.dev/Kaggle URL or Kaggle Models handle, hf://ORG/NAME[@REVISION] "
+        "(a Hugging Face Hub BERT), a gs:// path or a local directory.",
     )
     flags.DEFINE_string("vocab_file", None, "WordPiece vocab; overrides the encoder's own vocab.")
 

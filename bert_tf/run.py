@@ -23,6 +23,7 @@ from bert_tf.encoders.hub_layers import HubEncoder
 from bert_tf.encoders.loading import encoder_info
 from bert_tf.errors import InputError
 from bert_tf.evaluation import Predictions, Predictor, compute_metrics, tune_thresholds
+from bert_tf.export import ServingModel, save_serving_model
 from bert_tf.files import atomic_write
 from bert_tf.model import BertClassifier, choose_pooling
 from bert_tf.optimization import create_optimizer
@@ -82,8 +83,6 @@ class RunConfig:
 
 def validate(config: RunConfig) -> RecordsMetadata:
     """Checks the settings against each other and against the records; returns the records' metadata."""
-    if not (config.do_train or config.do_eval or config.do_predict or config.do_export):
-        raise InputError("nothing to do", hint="pass at least one of --do_train, --do_eval, --do_predict, --do_export")
     for name in ("data_dir", "output_dir"):
         if not getattr(config, name):
             raise InputError("is required", flag=name)
@@ -127,7 +126,7 @@ class ClassifierRun:
         self.pooling = choose_pooling(config.pooling, config.encoder)
         self.chief = distribution.is_chief(self.strategy)
         identity = {"encoder": config.encoder, "label_names": metadata.label_names, "task_type": metadata.task_type,
-                    "max_seq_length": metadata.max_seq_length, "pooling": self.pooling}
+                    "max_seq_length": metadata.max_seq_length, "pooling": self.pooling, "data_dir": config.data_dir}
         run_directory.prepare(config.output_dir, identity, config.overwrite_output_dir, self.chief, config.do_train)
         train_config = self._train_config()
         total_steps = train_config.total_steps(metadata) if config.do_train else 1
@@ -247,14 +246,15 @@ class ClassifierRun:
                 atomic_write(os.path.join(output_dir, "test_eval_results.txt"), reports.results_text(result))
         return predictions, result
 
-    def export(self) -> str | None:
-        """The serving SavedModel in output_dir/export (chief only; other workers return None)."""
-        if not self.chief:
-            return None
-        from bert_tf.export import export_classifier
-
+    def serving_model(self) -> ServingModel:
+        """The model behind raw strings, as the export serves it (the tokenizer of the records inside)."""
         config = self.config
         lower = self.encoder.do_lower_case if config.do_lower_case is None else config.do_lower_case
-        return export_classifier(self.model, config.vocab_file or self.encoder.vocab_file, lower, self.metadata,
-                                 os.path.join(config.output_dir, "export"), config.aggregation,
-                                 reports.load_thresholds(config.output_dir, self.metadata))
+        return ServingModel(self.model, config.vocab_file or self.encoder.vocab_file, lower, self.metadata,
+                            config.aggregation, reports.load_thresholds(config.output_dir, self.metadata))
+
+    def export(self, export_dir: str | None = None) -> str | None:
+        """The serving SavedModel in export_dir (default output_dir/export); chief only, others return None."""
+        if not self.chief:
+            return None
+        return save_serving_model(self.serving_model(), export_dir or os.path.join(self.config.output_dir, "export"))

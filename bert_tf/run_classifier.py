@@ -51,6 +51,8 @@ def print_results(title: str, result: dict) -> None:
 def main(argv):
     bert_flags.check_command_line(argv, FLAGS)
     config = config_from_flags()
+    if not (config.do_train or config.do_eval or config.do_predict or config.do_export):
+        raise InputError("nothing to do", hint="pass at least one of --do_train, --do_eval, --do_predict, --do_export")
     run = ClassifierRun(config)
     if config.do_train:
         run.train()

