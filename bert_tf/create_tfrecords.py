@@ -82,7 +82,7 @@ def check_max_seq_length(max_seq_length: int, max_positions: int, num_segments: 
 
 def window_stride(long_document: str, doc_stride: int | None, max_seq_length: int, paired: bool) -> int | None:
     """Tokens between window starts for --long_document=sliding_window; None when documents are truncated."""
-    if long_document == "truncate":
+    if long_document != "sliding_window":
         if doc_stride is not None:
             raise InputError("applies only with --long_document=sliding_window", flag="doc_stride")
         return None
@@ -100,11 +100,29 @@ def window_stride(long_document: str, doc_stride: int | None, max_seq_length: in
     return stride
 
 
+def head_length(long_document: str, head_tokens: int | None, max_seq_length: int, paired: bool) -> int | None:
+    """Tokens --long_document=head_tail keeps from a long text's start (--head_tokens, default a quarter of the
+    budget); None for the other modes. Pairs: see tokenization.trim_segments."""
+    if long_document != "head_tail":
+        if head_tokens is not None:
+            raise InputError("applies only with --long_document=head_tail", flag="head_tokens")
+        return None
+    from bert_tf.tokenization import default_head_tokens, num_special_tokens
+
+    specials = num_special_tokens(2 if paired else 1)
+    budget = max_seq_length - specials
+    head = default_head_tokens(budget) if head_tokens is None else head_tokens
+    if not 0 <= head <= budget:
+        raise InputError(f"{head} is out of range", flag="head_tokens",
+                         hint=f"use 0..{budget} (the tokens of a text: max_seq_length - {specials} = {budget})")
+    return head
+
+
 def create_tfrecords(splits: dict[str, tables.TextTable], task_type: str, output_dir: str, max_seq_length: int,
                      max_examples_per_file: int, long_document: str = "truncate", doc_stride: int | None = None, *,
-                     encoder: str | None = None, vocab_file: str | None = None, do_lower_case: bool | None = None,
-                     text_column: str | None = None, text_b_column: str | None = None,
-                     label_space: LabelSpace | None = None) -> RecordsMetadata:
+                     head_tokens: int | None = None, encoder: str | None = None, vocab_file: str | None = None,
+                     do_lower_case: bool | None = None, text_column: str | None = None,
+                     text_b_column: str | None = None, label_space: LabelSpace | None = None) -> RecordsMetadata:
     """Checks every split, then writes records and metadata.json to output_dir; returns the metadata.
 
     The tokenizer is the encoder's (vocab and casing), or vocab_file's; see vocab_and_casing. The labels are
@@ -128,8 +146,10 @@ def create_tfrecords(splits: dict[str, tables.TextTable], task_type: str, output
     vocab_file, lower_case, max_positions, encoder = vocab_and_casing(encoder, vocab_file, do_lower_case)
     check_max_seq_length(max_seq_length, max_positions, 2 if paired else 1)
     stride = window_stride(long_document, doc_stride, max_seq_length, paired)
+    head = head_length(long_document, head_tokens, max_seq_length, paired)
     vocab = load_vocab(vocab_file)
-    example_writer = records.ExampleWriter(BertTextTokenizer(vocab, lower_case), max_seq_length, paired, stride)
+    example_writer = records.ExampleWriter(BertTextTokenizer(vocab, lower_case), max_seq_length, paired, stride,
+                                           long_document, head)
 
     try:
         staging = records.staging_dir(output_dir)
@@ -151,7 +171,7 @@ def create_tfrecords(splits: dict[str, tables.TextTable], task_type: str, output
             text_column=text_column, text_b_column=text_b_column, label_columns=first.label_columns,
             sources={split: table.source for split, table in splits.items()}, files=files,
             truncated_examples=truncated, encoder=encoder, vocab_size=len(vocab), vocab_sha256=vocab_digest(vocab),
-            do_lower_case=lower_case,
+            do_lower_case=lower_case, head_tokens=head,
         )
         records.write_metadata(staging, metadata)
         records.publish(staging, output_dir)
@@ -170,7 +190,8 @@ def main(argv):
                          FLAGS.text_column, FLAGS.label_column, FLAGS.text_b_column)
     metadata = create_tfrecords(
         splits, FLAGS.task_type, FLAGS.output_dir, FLAGS.max_seq_length, FLAGS.max_examples_per_file,
-        FLAGS.long_document, FLAGS.doc_stride, encoder=FLAGS.encoder if FLAGS["encoder"].present or not FLAGS.vocab_file else None,
+        FLAGS.long_document, FLAGS.doc_stride, head_tokens=FLAGS.head_tokens,
+        encoder=FLAGS.encoder if FLAGS["encoder"].present or not FLAGS.vocab_file else None,
         vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case, text_column=FLAGS.text_column,
         text_b_column=FLAGS.text_b_column,
     )

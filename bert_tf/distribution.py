@@ -109,6 +109,12 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return resolver.task_type in (None, "chief") or (resolver.task_type == "worker" and resolver.task_id == 0)
 
 
+def barrier(strategy: tf.distribute.Strategy) -> None:
+    """Returns on every worker once all have reached it (a collective sum); a no-op with one worker."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None).numpy()
+
+
 def pad_multiple(strategy: tf.distribute.Strategy) -> int | None:
     """What each batch's length is trimmed to a multiple of (input_pipeline.model_inputs).
 

@@ -32,9 +32,10 @@ class ServingModel(tf.Module):
     """Raw text (and text_b for pairs) → probabilities and the predicted label name(s)."""
 
     def __init__(self, model: keras.Model, vocab_file: str, do_lower_case: bool, metadata: RecordsMetadata,
-                 aggregation: str = "mean", thresholds: np.ndarray | None = None):
+                 aggregation: str = "mean", thresholds: np.ndarray | None = None, global_step: int = 0):
         super().__init__()
         self.model = model
+        self._global_step = global_step
         self.vocab_file = tf.saved_model.Asset(vocab_file)
         self._tokenizer = BertTextTokenizer(load_vocab(vocab_file), do_lower_case)
         self._seq_length = metadata.max_seq_length
@@ -42,10 +43,18 @@ class ServingModel(tf.Module):
         self._label_names = list(metadata.label_names)
         self._paired = metadata.paired
         self._window_stride = metadata.doc_stride if metadata.windowed else None
+        # Which tokens a long text keeps, as in its records (tokenization.trim_segments; windows keep them all).
+        self._truncation = {} if metadata.windowed else {"truncation": metadata.long_document,
+                                                         "head_tokens": metadata.head_tokens}
         self._aggregation = aggregation
         if thresholds is None:
             thresholds = self._head.default_thresholds(len(self._label_names))
         self._thresholds = None if thresholds is None else tf.constant(thresholds, tf.float32)
+
+    @tf.function(input_signature=[])
+    def global_step(self) -> tf.Tensor:
+        """The training step of the exported weights (best/'s, with --final_weights=best)."""
+        return tf.constant(self._global_step, tf.int64)
 
     @tf.function(input_signature=[])
     def label_names(self) -> tf.Tensor:
@@ -73,6 +82,9 @@ class ServingModel(tf.Module):
             "label_names": tf.constant(self._label_names),
             "paired": tf.constant(self._paired),
             "doc_stride": tf.constant(self._window_stride or 0, tf.int32),
+            "truncation": tf.constant(self._truncation.get("truncation", "truncate")),
+            "head_tokens": tf.constant(-1 if self._truncation.get("head_tokens") is None
+                                       else self._truncation["head_tokens"], tf.int32),  # -1: the default
             "aggregation": tf.constant(self._aggregation),
             "thresholds": thresholds,
         }
@@ -101,7 +113,7 @@ class ServingModel(tf.Module):
         t = self._tokenizer
         tokens = [t.tokenize(s) for s in segments]
         if not self._window_stride:
-            inputs = pack_inputs(tokens, self._seq_length, t.cls_id, t.sep_id, t.pad_id)
+            inputs = pack_inputs(tokens, self._seq_length, t.cls_id, t.sep_id, t.pad_id, **self._truncation)
             return self._head.probabilities(self._logits(inputs))
         window = self._seq_length - num_special_tokens(1)
         windows, document, _ = sliding_windows(tokens[0], window, self._window_stride)

@@ -84,12 +84,16 @@ def define_tfrecord_flags() -> None:
     flags.DEFINE_integer("max_seq_length", 128, "Tokens per example after WordPiece, [CLS] and [SEP]s included.")
     flags.DEFINE_integer("max_examples_per_file", 200_000, "Split larger splits into -NNNNN-of-NNNNN shards.")
     flags.DEFINE_enum(
-        "long_document", "truncate", ["truncate", "sliding_window"],
-        "Texts longer than max_seq_length: keep their beginning (truncate), or cut them into overlapping windows, "
-        "each an example linked to its document, whose predictions run_classifier aggregates (sliding_window).",
+        "long_document", "truncate", ["truncate", "tail", "head_tail", "sliding_window"],
+        "Texts longer than max_seq_length: keep their beginning (truncate), their end (tail), their first "
+        "--head_tokens and last other tokens (head_tail), or cut them into overlapping windows, each an example "
+        "linked to its document, whose predictions run_classifier aggregates (sliding_window).",
     )
     flags.DEFINE_integer("doc_stride", None,
                          "sliding_window: tokens between the starts of consecutive windows; default half a window.")
+    flags.DEFINE_integer("head_tokens", None,
+                         "head_tail: tokens kept from a long text's start (0..max_seq_length - 2), the rest from its "
+                         "end; default a quarter of them, rounded down (127 + 383 at max_seq_length=512).")
 
 
 @_once
@@ -113,6 +117,14 @@ def define_classifier_flags() -> None:
     flags.DEFINE_enum("aggregation", "mean", ["mean", "max", "vote"],
                       "Records written with --long_document=sliding_window: how the windows' predictions make one "
                       "per document (mean or max of the logits, or a majority vote).")
+    flags.DEFINE_integer("eval_every_steps", None,
+                         "With --do_train --do_eval: evaluate dev every this many steps too, not only after each epoch.")
+    flags.DEFINE_integer("early_stopping_patience", None,
+                         "With --do_train --do_eval: stop after this many evaluations without a better dev metric "
+                         "(the task's primary one); a resumed run counts the evaluations before it too.")
+    flags.DEFINE_enum("final_weights", "best", ["best", "last"],
+                      "Weights for the final eval, predict and export: best (those kept in best/, when the run "
+                      "evaluated dev during training; else the last) or last.")
     flags.DEFINE_boolean("tune_thresholds", False,
                          "Multi-label: choose each label's threshold on dev to maximise its F1 (default 0.5); saved "
                          "in thresholds.json and used by --do_predict and the export.")

@@ -1,11 +1,13 @@
 """Documents longer than max_seq_length: overlapping windows in, one prediction per document out.
 
 BERT reads at most max_seq_length tokens (512 for most encoders, often 128 to keep fine-tuning cheap), and
-truncation throws away the rest of a review or a report, however telling. With --long_document=sliding_window
-create_tfrecords cuts each document into windows of max_seq_length - 2 tokens (room for [CLS] and [SEP]) whose
-starts are --doc_stride tokens apart, as google-research/bert's run_squad.py does for SQuAD contexts. Every
-window becomes a training example with its document's label; at evaluation, prediction and serving time the
-windows' logits are aggregated back into one prediction per document (--aggregation).
+truncation throws away the rest of a review or a report, however telling. --long_document=tail or head_tail
+choose which part the one record keeps (its end, or its start and end: tokenization.trim_segments). With
+--long_document=sliding_window create_tfrecords cuts each document into windows of max_seq_length - 2 tokens
+(room for [CLS] and [SEP]) whose starts are --doc_stride tokens apart, as google-research/bert's run_squad.py
+does for SQuAD contexts. Every window becomes a training example with its document's label; at evaluation,
+prediction and serving time the windows' logits are aggregated back into one prediction per document
+(--aggregation).
 
 Both halves are TensorFlow ops, so the exported model windows and aggregates in-graph:
 
@@ -21,7 +23,7 @@ import tensorflow as tf
 
 from bert_tf.heads import TaskHead
 
-LONG_DOCUMENT_MODES = ("truncate", "sliding_window")
+LONG_DOCUMENT_MODES = ("truncate", "tail", "head_tail", "sliding_window")  # the first three: TRUNCATIONS
 AGGREGATIONS = ("mean", "max", "vote")
 
 

@@ -94,16 +94,20 @@ class ExampleWriter:
     """Tokenizes, packs and serializes tables of examples into TFRecord files, a batch at a time, in-graph.
 
     With a window_stride, each text becomes one record per sliding window (long_documents.py) instead of
-    one truncated record; the windows share their document's example_id and label.
+    one truncated record; the windows share their document's example_id and label. Otherwise `truncation`
+    and `head_tokens` say which tokens a long text keeps (tokenization.trim_segments), as the export does.
     """
 
     BATCH_SIZE = 2048
 
-    def __init__(self, tokenizer: BertTextTokenizer, max_seq_length: int, paired: bool, window_stride: int | None = None):
+    def __init__(self, tokenizer: BertTextTokenizer, max_seq_length: int, paired: bool, window_stride: int | None = None,
+                 truncation: str = "truncate", head_tokens: int | None = None):
         self.tokenizer = tokenizer
         self.max_seq_length = max_seq_length
         self.paired = paired
         self.window_stride = window_stride
+        self.truncation = truncation
+        self.head_tokens = head_tokens
         self._encoders = {}
 
     def _encoder(self, label_ids: np.ndarray, keep_text: bool):
@@ -111,6 +115,7 @@ class ExampleWriter:
         key = (label_ids.dtype.str, label_ids.shape[1:], keep_text)
         if key not in self._encoders:
             t, length, paired, stride = self.tokenizer, self.max_seq_length, self.paired, self.window_stride
+            truncation = {} if stride else {"truncation": self.truncation, "head_tokens": self.head_tokens}
             label_spec = tf.TensorSpec([None, *label_ids.shape[1:]], tf.as_dtype(label_ids.dtype))
             strings = tf.TensorSpec([None], tf.string)
 
@@ -126,7 +131,7 @@ class ExampleWriter:
                 else:
                     window_index = tf.zeros_like(example_ids)
                     truncated = tf.reduce_sum(tf.cast(count_truncated(segments, length), tf.int32))
-                packed = pack_inputs(segments, length, t.cls_id, t.sep_id, t.pad_id)
+                packed = pack_inputs(segments, length, t.cls_id, t.sep_id, t.pad_id, **truncation)
                 count = tf.shape(labels)[0]
                 features = {
                     "input_ids": packed["input_word_ids"],
@@ -221,6 +226,7 @@ class RecordsMetadata:
     documents: dict[str, int] = dataclasses.field(default_factory=dict)
     long_document: str = "truncate"
     doc_stride: int | None = None
+    head_tokens: int | None = None  # long_document="head_tail": tokens kept from a long text's start
     test_has_labels: bool = False
     paired: bool = False
     text_column: str | None = None

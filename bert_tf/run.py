@@ -61,8 +61,11 @@ class RunConfig:
     gradient_accumulation_steps: int = 1
     seed: int = 42
     bucket_window: int = 50
-    # Evaluation and prediction
+    # Evaluation, the best weights, and prediction
     eval_batch_size: int = 64
+    eval_every_steps: int | None = None
+    early_stopping_patience: int | None = None
+    final_weights: str = "best"
     aggregation: str = "mean"
     tune_thresholds: bool = False
     # Hardware
@@ -99,6 +102,12 @@ def validate(config: RunConfig) -> RecordsMetadata:
                          hint=f"aggregate {metadata.task_type} windows with mean or max")
     if config.aggregation != RunConfig.aggregation and not metadata.windowed:
         logging.warning("--aggregation applies only to records written with --long_document=sliding_window")
+    for name in ("eval_every_steps", "early_stopping_patience"):
+        value = getattr(config, name)
+        if value is not None and (value < 1 or not (config.do_train and config.do_eval)):
+            raise InputError(f"{value} needs --do_train --do_eval and a positive number", flag=name)
+    if config.final_weights not in ("best", "last"):
+        raise InputError(f"'{config.final_weights}' is neither best nor last", flag="final_weights")
     return metadata
 
 
@@ -136,7 +145,9 @@ class ClassifierRun:
             tf.train.Checkpoint(model=self.model).restore(config.init_checkpoint).expect_partial()
         self.predictor = Predictor(self.strategy, self.model, metadata, config.eval_batch_size,
                                    train_config.pad_multiple, config.aggregation, config.bucket_window)
-        self._last_evaluation = None  # (step, predictions, result) of the latest per-epoch evaluation
+        self._last_evaluation = None  # (step, predictions, result) of the latest evaluation during training
+        self.best = run_directory.BestWeights(config.output_dir, metadata.head.primary_metric, writer=self.chief)
+        self._best_in_use = False  # whether use_final_weights loaded best/'s weights
 
     def _check_vocab(self) -> None:
         expected = self.metadata.vocab_sha256
@@ -154,6 +165,7 @@ class ClassifierRun:
             save_checkpoints_steps=config.save_checkpoints_steps, keep_checkpoint_max=config.keep_checkpoint_max,
             is_chief=self.chief, pad_multiple=distribution.pad_multiple(self.strategy),
             batches_per_bucket_window=config.bucket_window, profile_steps=config.profile_steps,
+            eval_every_steps=config.eval_every_steps,
             hparams={"encoder": config.encoder, "pooling": self.pooling, "learning_rate": config.learning_rate,
                      "train_batch_size": config.train_batch_size, "num_train_epochs": config.num_train_epochs,
                      "max_seq_length": self.metadata.max_seq_length, "precision": self.precision,
@@ -179,34 +191,62 @@ class ClassifierRun:
     def global_step(self) -> int:
         return self.trainer.global_step
 
+    @property
+    def weights_step(self) -> int:
+        """The step of the weights that evaluate, predict and export use (best/'s, or the last)."""
+        return self.best.step if self._best_in_use else self.global_step
+
     def train(self) -> int:
-        """Trains (or resumes) to the planned step; with do_eval, evaluates after every epoch and keeps best/."""
-        on_epoch_end = self._evaluate_epoch if self.config.do_eval else None
-        if on_epoch_end:
-            self._best = run_directory.BestWeights(self.config.output_dir, self.metadata.head.primary_metric)
+        """Trains (or resumes) to the planned step; with do_eval, evaluates after every epoch (and every
+        eval_every_steps), keeps the best weights in best/ and stops early after early_stopping_patience
+        evaluations without improvement. Then picks the final weights (use_final_weights)."""
         try:
-            return self.trainer.train(on_epoch_end=on_epoch_end)
+            step = self.trainer.train(monitor=self if self.config.do_eval else None)
         except (TrainingDiverged, WorkerLost) as error:
             raise InputError(str(error)) from None
+        self.use_final_weights()
+        return step
 
     def restore(self) -> None:
-        """Without training: the latest checkpoint of output_dir (or init_checkpoint's weights, already loaded)."""
+        """Without training: the latest checkpoint of output_dir (or init_checkpoint's weights, already loaded),
+        then the final weights (use_final_weights)."""
         if restore_latest(self.trainer.checkpoint, self.trainer.restore_from) is None and not self.config.init_checkpoint:
             logging.warning("No checkpoint in %s: evaluating the encoder with an untrained head.", self.config.output_dir)
+        self.use_final_weights()
 
-    def _evaluate_epoch(self, step: int) -> None:
+    def use_final_weights(self) -> None:
+        """final_weights=best: best/'s weights when the run has them (it evaluated dev while training), else the last."""
+        if self.config.final_weights != "best" or not self.best.exists() or self.best.step == self.global_step:
+            return
+        distribution.barrier(self.strategy)  # the chief's best/ is complete before any worker reads it
+        tf.train.Checkpoint(model=self.model).read(self.best.checkpoint).expect_partial()
+        self._best_in_use = True
+        logging.info("Using the best weights, of step %d (%s = %.4f), not the last (step %d); --final_weights=last "
+                     "for those", self.best.step, self.best.metric, self.best.best, self.global_step)
+
+    # The training monitor (training.TrainingMonitor), with do_eval.
+    def evaluate_during_training(self, step: int) -> None:
         predictions = self.predictor.predict(self.config.data_dir, "dev")
         result = {**compute_metrics(predictions, self.metadata), "global_step": step}
         self._last_evaluation = step, predictions, result
-        logging.info("Step %d: %s = %.4f", step, self._best.metric, result[self._best.metric])
+        logging.info("Step %d: %s = %.4f", step, self.best.metric, result[self.best.metric])
         if self.chief:
             reports.write_eval_summaries(self.config.output_dir, result, step, image=False)
-            self._best.offer(self.model, result)
+        self.best.offer(self.model, result)
+
+    def should_stop(self, step: int) -> bool:
+        """Early stopping: early_stopping_patience evaluations since the best one, counted from the schedule,
+        so a resumed run counts the evaluations before its restart too."""
+        patience = self.config.early_stopping_patience
+        if not patience or self.best.step == 0:
+            return False
+        schedule = self.trainer.config.evaluation_steps(self.metadata)
+        return sum(self.best.step < point <= step for point in schedule) >= patience
 
     def evaluate(self) -> tuple[dict, str | None]:
         """Scores dev: eval_results.txt, the report and eval/ summaries (chief); returns (metrics, report's path)."""
-        step = self.global_step
-        if self._last_evaluation and self._last_evaluation[0] == step:  # the last epoch's evaluation saw these weights
+        step = self.weights_step
+        if self._last_evaluation and self._last_evaluation[0] == step:  # an evaluation in training saw these weights
             _, predictions, result = self._last_evaluation
         else:
             predictions = self.predictor.predict(self.config.data_dir, "dev")
@@ -238,7 +278,7 @@ class ClassifierRun:
             # The test split came with labels (BBC News, MRPC, …): score it too, in its own file.
             metrics = compute_metrics(predictions, self.metadata, thresholds)
             result = {key.replace("eval_", "test_", 1): value for key, value in metrics.items()}
-            result["global_step"] = self.global_step
+            result["global_step"] = self.weights_step
         if self.chief:
             texts = read_texts(self.config.data_dir, "test")
             reports.write_predictions(output_dir, predictions, self.metadata, texts, thresholds)
@@ -251,7 +291,8 @@ class ClassifierRun:
         config = self.config
         lower = self.encoder.do_lower_case if config.do_lower_case is None else config.do_lower_case
         return ServingModel(self.model, config.vocab_file or self.encoder.vocab_file, lower, self.metadata,
-                            config.aggregation, reports.load_thresholds(config.output_dir, self.metadata))
+                            config.aggregation, reports.load_thresholds(config.output_dir, self.metadata),
+                            global_step=self.weights_step)
 
     def export(self, export_dir: str | None = None) -> str | None:
         """The serving SavedModel in export_dir (default output_dir/export); chief only, others return None."""

@@ -71,25 +71,35 @@ def check_same_run(output_dir: str, identity: dict) -> None:
 
 
 class BestWeights:
-    """best/: the weights of the evaluation with the highest `metric`, kept across resumed runs."""
+    """best/: the weights of the evaluation with the highest `metric`, kept across resumed runs.
 
-    def __init__(self, output_dir: str, metric: str):
+    Every worker keeps the score (they must agree on early stopping); only the chief, `writer`, writes files.
+    """
+
+    def __init__(self, output_dir: str, metric: str, writer: bool = True):
         self.directory = os.path.join(output_dir, BEST_DIR)
+        self.checkpoint = os.path.join(self.directory, "model.ckpt")
         self.metric = metric
-        self.best = self._recorded_best()
+        self.writer = writer
+        recorded = self.recorded()
+        self.best = float(recorded.get(metric, float("-inf")))
+        self.step = int(recorded.get("global_step", 0))
 
-    def _recorded_best(self) -> float:
+    def recorded(self) -> dict:
+        """best/eval_results.txt ({} before the first evaluation)."""
         path = os.path.join(self.directory, "eval_results.txt")
-        if not tf.io.gfile.exists(path):
-            return float("-inf")
-        return float(read_results(path).get(self.metric, float("-inf")))
+        return read_results(path) if tf.io.gfile.exists(path) else {}
+
+    def exists(self) -> bool:
+        return tf.io.gfile.exists(self.checkpoint + ".index")
 
     def offer(self, model: keras.Model, result: dict) -> bool:
         """Keeps the model's weights and `result` if they beat the best so far; returns whether they did."""
         if not result[self.metric] > self.best:
             return False
-        self.best = result[self.metric]
-        tf.io.gfile.makedirs(self.directory)
-        tf.train.Checkpoint(model=model).write(os.path.join(self.directory, "model.ckpt"))
-        atomic_write(os.path.join(self.directory, "eval_results.txt"), results_text(result))
+        self.best, self.step = result[self.metric], int(result["global_step"])
+        if self.writer:
+            tf.io.gfile.makedirs(self.directory)
+            tf.train.Checkpoint(model=model).write(self.checkpoint)
+            atomic_write(os.path.join(self.directory, "eval_results.txt"), results_text(result))
         return True

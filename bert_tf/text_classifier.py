@@ -42,7 +42,7 @@ from bert_tf.run_directory import RUN_FILE
 # A table: a DataFrame, a file create_tfrecords reads, {column: values}, or (texts, labels) / (texts, texts_b, labels).
 Table = Union[pd.DataFrame, str, Mapping[str, Sequence], tuple]
 # create_tfrecords' own settings (with their defaults); every other setting is run_classifier's (RunConfig).
-RECORD_SETTINGS = {"task_type": "auto", "long_document": "truncate", "doc_stride": None,
+RECORD_SETTINGS = {"task_type": "auto", "long_document": "truncate", "doc_stride": None, "head_tokens": None,
                    "max_examples_per_file": 200_000}
 # What fit, evaluate and load decide themselves.
 _MANAGED = {"data_dir", "output_dir", "do_train", "do_eval", "do_predict", "do_export"}
@@ -113,7 +113,7 @@ class TextClassifier:
             settings["long_document"], settings["doc_stride"], encoder=self.encoder,
             vocab_file=settings.get("vocab_file"), do_lower_case=settings.get("do_lower_case"),
             text_column=self._columns["text_column"], text_b_column=self._columns["text_b_column"],
-            label_space=label_space,
+            label_space=label_space, head_tokens=settings["head_tokens"],
         )
 
     # --- using the model ---------------------------------------------------------------------------------------
@@ -130,7 +130,8 @@ class TextClassifier:
         metadata = run.metadata
         # Records as the run's were written (windows, tokenizer), with the run's labels.
         settings = {"task_type": metadata.task_type, "long_document": metadata.long_document,
-                    "doc_stride": metadata.doc_stride, "max_examples_per_file": RECORD_SETTINGS["max_examples_per_file"],
+                    "doc_stride": metadata.doc_stride, "head_tokens": metadata.head_tokens,
+                    "max_examples_per_file": RECORD_SETTINGS["max_examples_per_file"],
                     "vocab_file": self.settings.get("vocab_file"), "do_lower_case": metadata.do_lower_case}
         with tempfile.TemporaryDirectory(prefix=".evaluate-", dir=self.output_dir) as data_dir:
             self._write_records({"dev": self._table(data, "evaluation")}, data_dir, settings,

@@ -91,12 +91,63 @@ def num_special_tokens(num_segments: int) -> int:
     return 1 + num_segments
 
 
+# Which tokens a text longer than its budget keeps (create_tfrecords --long_document, the export's packing).
+TRUNCATIONS = ("truncate", "tail", "head_tail")
+
+
+def default_head_tokens(budget: int | tf.Tensor) -> int | tf.Tensor:
+    """head_tail's head when --head_tokens is not given: a quarter of the budget, rounded down.
+
+    Sun et al. (2019, "How to Fine-Tune BERT for Text Classification?") found 128 head + 382 tail tokens of 510
+    best on IMDb; 510 // 4 = 127 (+ 383 tail) is that quarter rounded down.
+    """
+    return budget // 4
+
+
+def trim_segments(segments: list[tf.RaggedTensor], budget: int | tf.Tensor, truncation: str = "truncate",
+                  head_tokens: int | None = None) -> list[tf.RaggedTensor]:
+    """Cuts [batch, (tokens)] segments to `budget` tokens per row in all, in-graph (no loop over rows).
+
+    RoundRobinTrimmer decides how many tokens each segment keeps (a pair loses from its longer segment first);
+    `truncation` decides which ones, in each segment that must lose some:
+      truncate   its first tokens (google-research/bert);
+      tail       its last tokens;
+      head_tail  its first and last tokens: of a segment keeping k tokens, the first k * head_tokens // budget
+                 and the last others. A single text keeps k = budget, so exactly head_tokens from its start
+                 (default budget // 4); the segments of a pair keep the same share of what each keeps.
+    A segment that fits is kept whole whatever the truncation.
+
+    >>> tokens = tf.ragged.constant([[1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 2, 3]])
+    >>> [trim_segments([tokens], 5, mode, 2)[0].to_list() for mode in TRUNCATIONS]
+    [[[1, 2, 3, 4, 5], [1, 2, 3]], [[5, 6, 7, 8, 9], [1, 2, 3]], [[1, 2, 7, 8, 9], [1, 2, 3]]]
+    """
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"truncation must be one of {TRUNCATIONS}, not {truncation!r}")
+    trimmer = text.RoundRobinTrimmer(max_seq_length=budget)
+    if truncation == "truncate":
+        return trimmer.trim(segments)
+    budget = tf.cast(budget, tf.int64)
+    if head_tokens is None:
+        head_tokens = default_head_tokens(budget)
+    trimmed = []
+    for segment, kept_mask in zip(segments, trimmer.generate_mask(segments)):  # one or two segments
+        lengths = segment.row_lengths()
+        kept = tf.reduce_sum(tf.cast(kept_mask, tf.int64), axis=1)
+        head = tf.zeros_like(kept) if truncation == "tail" else kept * tf.cast(head_tokens, tf.int64) // budget
+        position = tf.ragged.range(lengths)
+        keep = (position < head[:, None]) | (position >= (lengths - (kept - head))[:, None])
+        trimmed.append(tf.ragged.boolean_mask(segment, keep))
+    return trimmed
+
+
 def pack_inputs(
     segments: list[tf.RaggedTensor],
     seq_length: int | tf.Tensor,
     cls_id: int,
     sep_id: int,
     pad_id: int = 0,
+    truncation: str = "truncate",
+    head_tokens: int | None = None,
 ) -> dict[str, tf.Tensor]:
     """Packs 1 or 2 tokenized segments into BERT's three int32 [batch, seq_length] inputs.
 
@@ -106,12 +157,13 @@ def pack_inputs(
 
     When a pair is too long we trim the longer segment first, one token at a time (as google-research/bert's
     `_truncate_seq_pair`): cutting only the end would drop all of the second sentence, whose tokens carry as
-    much of the pair's meaning as the first's. RoundRobinTrimmer gives exactly that allocation.
+    much of the pair's meaning as the first's. RoundRobinTrimmer gives exactly that allocation. `truncation`
+    and `head_tokens` choose which of its tokens a cut segment keeps (see trim_segments).
     """
     segments = [segment.merge_dims(-2, -1) if segment.ragged_rank > 1 else segment for segment in segments]
     segments = [tf.cast(segment, tf.int32) for segment in segments]
     budget = seq_length - num_special_tokens(len(segments))
-    trimmed = text.RoundRobinTrimmer(max_seq_length=budget).trim(segments)
+    trimmed = trim_segments(segments, budget, truncation, head_tokens)
     word_ids, type_ids = text.combine_segments(trimmed, start_of_sequence_id=cls_id, end_of_segment_id=sep_id)
     word_ids, mask = text.pad_model_inputs(word_ids, max_seq_length=seq_length, pad_value=pad_id)
     type_ids, _ = text.pad_model_inputs(type_ids, max_seq_length=seq_length, pad_value=0)

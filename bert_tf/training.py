@@ -13,7 +13,7 @@ import dataclasses
 import os
 import shutil
 import time
-from typing import Callable
+from typing import Protocol
 
 import keras
 import numpy as np
@@ -54,6 +54,7 @@ class TrainConfig:
     hparams: dict = dataclasses.field(default_factory=dict)
     is_chief: bool = True
     profile_steps: tuple[int, int] | None = None  # trace steps [start, end) with the TF profiler (chief only)
+    eval_every_steps: int | None = None  # evaluate every this many steps too, not only at the end of each epoch
 
     def steps_per_epoch(self, metadata: RecordsMetadata) -> int:
         steps = metadata.train_data_size // self.global_batch_size
@@ -66,6 +67,24 @@ class TrainConfig:
 
     def total_steps(self, metadata: RecordsMetadata) -> int:
         return max(1, int(self.steps_per_epoch(metadata) * self.num_train_epochs))
+
+    def evaluation_steps(self, metadata: RecordsMetadata) -> list[int]:
+        """The steps after which a monitor evaluates: every epoch's end (and every eval_every_steps), the last."""
+        steps_per_epoch, total = self.steps_per_epoch(metadata), self.total_steps(metadata)
+        points = set(range(steps_per_epoch, total + 1, steps_per_epoch)) | {total}
+        if self.eval_every_steps:
+            points |= set(range(self.eval_every_steps, total + 1, self.eval_every_steps))
+        return sorted(points)
+
+
+class TrainingMonitor(Protocol):
+    """Evaluates during training and may stop it (bert_tf.run's best-weights and early-stopping bookkeeping)."""
+
+    def evaluate_during_training(self, step: int) -> None:
+        """Runs at each of TrainConfig.evaluation_steps (on every worker: it may use collectives)."""
+
+    def should_stop(self, step: int) -> bool:
+        """Asked after a restore and after each evaluation: True ends training at `step`."""
 
 
 def checkpoint_manager(checkpoint: tf.train.Checkpoint, config: TrainConfig) -> tf.train.CheckpointManager:
@@ -147,18 +166,15 @@ class Trainer:
         self.step_counter.assign_add(tf.cast(num_steps, tf.int64))
         return total / tf.cast(num_steps, tf.float32)
 
-    def train(self, on_epoch_end: Callable[[int], None] | None = None) -> int:
-        """Runs (or resumes) training to the planned number of steps; returns the final global step.
-
-        `on_epoch_end(step)` runs after each epoch (every worker must run it: it may use collectives).
-        """
+    def train(self, monitor: TrainingMonitor | None = None) -> int:
+        """Runs (or resumes) training to the planned number of steps, or until `monitor` stops it; returns the step."""
         config = self.config
         restored = restore_latest(self.checkpoint, self.restore_from)
         step = self.global_step
         total_steps = config.total_steps(self.metadata)
         if restored:
             logging.info("Resuming from %s at step %d of %d", restored, step, total_steps)
-        if step >= total_steps:
+        if step >= total_steps or (monitor is not None and monitor.should_stop(step)):
             return step
         if config.is_chief:  # throwaway checkpoint copies of workers of an earlier, interrupted run
             shutil.rmtree(os.path.join(config.output_dir, ".worker_tmp"), ignore_errors=True)
@@ -166,46 +182,59 @@ class Trainer:
         progress = Progress(total_steps, "train steps")
         progress.done = step
         profiler = StepProfiler(os.path.join(config.output_dir, "train"), config.profile_steps if config.is_chief else None)
+        evaluations = [point for point in config.evaluation_steps(self.metadata) if point > step] if monitor else []
         with writer.as_default(), progress, profiler:
             if config.is_chief and config.hparams:
                 hp.hparams(config.hparams)
             while step < total_steps:
-                step = self._train_epoch(step, total_steps, progress, profiler)
-                if on_epoch_end is not None:
-                    on_epoch_end(step)
+                stop_at = evaluations[0] if evaluations else total_steps
+                step = self._train_until(step, stop_at, total_steps, progress, profiler)
+                if evaluations and step == evaluations[0]:
+                    evaluations.pop(0)
+                    monitor.evaluate_during_training(step)
+                    if monitor.should_stop(step):
+                        if step % config.save_checkpoints_steps:  # not saved yet: a rerun resumes (and stops) here
+                            self.manager.save(checkpoint_number=step)
+                        logging.info("Early stopping at step %d of %d", step, total_steps)
+                        break
         writer.flush()
         if not config.is_chief:  # a non-chief worker's checkpoints exist only for the collective save
             shutil.rmtree(self.manager.directory, ignore_errors=True)
         return step
 
-    def _train_epoch(self, step: int, total_steps: int, progress: Progress, profiler: "StepProfiler") -> int:
-        """Trains from `step` to the end of its epoch (or of training), saving checkpoints; returns the step."""
+    def _train_until(self, step: int, stop_at: int, total_steps: int, progress: Progress,
+                     profiler: "StepProfiler") -> int:
+        """Trains from `step` to stop_at (within one epoch at a time), saving checkpoints; returns the step."""
         config = self.config
         steps_per_epoch = config.steps_per_epoch(self.metadata)
-        epoch = step // steps_per_epoch
-        dataset = train_dataset(config.data_dir, self.metadata, config.global_batch_size, config.seed, epoch,
-                                config.batches_per_bucket_window)
-        dataset = dataset.skip(step - epoch * steps_per_epoch)
-        iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
-        epoch_end = min((epoch + 1) * steps_per_epoch, total_steps)
-        while step < epoch_end:
-            next_save = (step // config.save_checkpoints_steps + 1) * config.save_checkpoints_steps
-            num_steps = min(config.steps_per_loop, epoch_end - step, next_save - step)
-            profiler.before(step)
-            started = time.monotonic()
-            loss = self._run_steps(iterator, step, num_steps)
-            elapsed = time.monotonic() - started
-            profiler.after(step + num_steps)
-            step += num_steps
-            examples_per_sec = num_steps * config.global_batch_size / elapsed
-            learning_rate = float(self.optimizer.learning_rate)
-            tf.summary.scalar("loss", loss, step=step)
-            tf.summary.scalar("learning_rate", learning_rate, step=step)
-            tf.summary.scalar("examples_per_sec", examples_per_sec, step=step)
-            progress.update(num_steps, f"loss {loss:.4f} lr {learning_rate:.2e} {examples_per_sec:.1f} ex/s")
-            if step % config.save_checkpoints_steps == 0 or step == total_steps:
-                self.manager.save(checkpoint_number=step)
+        while step < stop_at:
+            epoch = step // steps_per_epoch
+            dataset = train_dataset(config.data_dir, self.metadata, config.global_batch_size, config.seed, epoch,
+                                    config.batches_per_bucket_window)
+            dataset = dataset.skip(step - epoch * steps_per_epoch)
+            iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+            epoch_end = min((epoch + 1) * steps_per_epoch, stop_at)
+            while step < epoch_end:
+                next_save = (step // config.save_checkpoints_steps + 1) * config.save_checkpoints_steps
+                num_steps = min(config.steps_per_loop, epoch_end - step, next_save - step)
+                profiler.before(step)
+                started = time.monotonic()
+                loss = self._run_steps(iterator, step, num_steps)
+                elapsed = time.monotonic() - started
+                profiler.after(step + num_steps)
+                step += num_steps
+                self._log_steps(step, num_steps, loss, elapsed, progress)
+                if step % config.save_checkpoints_steps == 0 or step == total_steps:
+                    self.manager.save(checkpoint_number=step)
         return step
+
+    def _log_steps(self, step: int, num_steps: int, loss: float, elapsed: float, progress: Progress) -> None:
+        examples_per_sec = num_steps * self.config.global_batch_size / elapsed
+        learning_rate = float(self.optimizer.learning_rate)
+        tf.summary.scalar("loss", loss, step=step)
+        tf.summary.scalar("learning_rate", learning_rate, step=step)
+        tf.summary.scalar("examples_per_sec", examples_per_sec, step=step)
+        progress.update(num_steps, f"loss {loss:.4f} lr {learning_rate:.2e} {examples_per_sec:.1f} ex/s")
 
     def _run_steps(self, iterator, step: int, num_steps: int) -> float:
         """One call of the compiled loop: num_steps steps from `step`; returns their mean loss."""

@@ -271,6 +271,27 @@ def max_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
     return max(float(np.max(np.abs(a[name] - b[name]))) for name in a)
 
 
+def stop_at(run_dir: str, step: int) -> None:
+    """Makes a finished run look stopped at `step`: later checkpoints go, as if it had been interrupted there."""
+    import glob
+    import re
+
+    import tensorflow as tf
+
+    kept = {}
+    for path in glob.glob(os.path.join(run_dir, "model.ckpt-*.index")):
+        number = int(re.search(r"model\.ckpt-(\d+)\.index$", path).group(1))
+        if number > step:
+            for part in glob.glob(path[: -len(".index")] + ".*"):
+                os.remove(part)
+        else:
+            kept[number] = os.path.getmtime(path)
+    # With their timestamps, as CheckpointManager writes them: without, a manager lists no checkpoint.
+    tf.compat.v1.train.update_checkpoint_state(
+        run_dir, f"model.ckpt-{step}", [f"model.ckpt-{n}" for n in sorted(kept)],
+        all_model_checkpoint_timestamps=[kept[n] for n in sorted(kept)])
+
+
 def serve_in_fresh_process(export_dir: str, texts: list[str]) -> dict[str, list]:
     """The export's serving_default on `texts`, in a fresh Python importing only tensorflow + tensorflow_text:
     {"probabilities": one list per text, "label": the predicted label names}."""

@@ -67,7 +67,7 @@ def test_tensorflows_log_comes_back_when_asked(tmp_path):
     quiet = run_tool("bert_tf.classify_text", f"--model={tmp_path}/missing", "a text")
     assert quiet.returncode == 2
     assert quiet.stderr.splitlines() == [
-        f"error: --model: no exported model there; run run_classifier with --do_export first"]
+        "error: --model: no exported model there; run run_classifier with --do_export first"]
     for env in ({"TF_CPP_MIN_LOG_LEVEL": "0"}, {}):
         flags = () if env else ("--verbosity=0",)
         loud = run_tool("bert_tf.classify_text", f"--model={tmp_path}/missing", *flags, "a text", env=env)

@@ -184,7 +184,7 @@ def windowed_run(tmp_path_factory, tiny_encoder):
                          "--long_document=sliding_window", f"--doc_stride={STRIDE}", f"--output_dir={records}")
     out = str(tmp / "run")
     run_classifier(records, tiny_encoder, out, "--num_train_epochs=3", "--do_train", "--do_eval", "--do_predict",
-                   "--do_export")
+                   "--do_export", "--final_weights=last")  # window_logits reads the latest checkpoint
     return records, out, [text for text, _ in test_rows]
 
 

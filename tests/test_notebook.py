@@ -97,7 +97,7 @@ def test_notebook_runs_headless(tmp_path, monkeypatch):
             assert not errors, f"cell {index} raised {errors[0].ename}: {errors[0].evalue}"
             assert cell.execution_count is not None, f"cell {index} did not run"
 
-    metadata = json.loads((work / "data" / "metadata.json").read_text())
+    metadata = json.loads((work / "run" / "records" / "metadata.json").read_text())  # clf.fit writes the records there
     topics = sorted(set(read_bbc_news()["train"].labels[0]))
     assert metadata["label_names"] == topics  # business, entertainment, politics, sports, tech
     assert metadata["train_data_size"] == 64
@@ -109,5 +109,13 @@ def test_notebook_runs_headless(tmp_path, monkeypatch):
         label, probability = line.split()[:2]
         assert label in topics, line
         assert 1 / len(topics) <= float(probability) <= 1, line
-    for name in ("eval_results.txt", "classification_report.txt", "confusion_matrix.png", "predictions.tsv"):
+    for name in ("eval_results.txt", "classification_report.txt", "confusion_matrix.png"):
         assert (work / "run" / name).exists(), name
+    # The test predictions (clf.predict_proba, clf.evaluate; run_classifier --do_predict's predictions.tsv is not
+    # written): the cell prints the predicted topics' counts, then the test metrics as `key = value` lines.
+    output = stdout(tagged(nb, "test_predictions")).splitlines()
+    results = dict(line.split(" = ", 1) for line in output if " = " in line)
+    assert int(results["test_examples"]) == int(SMALL["MAX_TRAIN_EXAMPLES"]) // 4, results  # the 16-article test subset
+    assert 0 <= float(results["test_accuracy"]) <= 1, results
+    counts = [line.split() for line in output if line.strip() and " = " not in line and line.split()[0] in topics]
+    assert sum(int(count) for _, count in counts) == int(results["test_examples"]), output

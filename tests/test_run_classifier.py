@@ -31,7 +31,7 @@ from bert_tf.reports import read_results
 def test_train_eval_predict_export(tiny_records, tiny_encoder, tmp_path):
     out = str(tmp_path / "run")
     run_classifier(tiny_records, tiny_encoder, out, "--num_train_epochs=10", "--do_train", "--do_eval",
-                   "--do_predict", "--do_export")
+                   "--do_predict", "--do_export", "--final_weights=last")
 
     results = read_results(os.path.join(out, "eval_results.txt"))
     assert int(results["global_step"]) == 10 * (64 // 8)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import glob
 import json
+import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -20,11 +19,13 @@ from conftest import (
     run_create_tfrecords,
     sentiment_rows,
     serve_in_fresh_process,
+    stop_at,
     write_csv,
 )
 from sklearn import metrics as skm
 
 from bert_tf import TextClassifier
+from bert_tf.reports import read_results
 
 # conftest's BASE_FLAGS as settings: both sides of a comparison train alike.
 SETTINGS = {"train_batch_size": 8, "eval_batch_size": 8, "learning_rate": 1e-3, "mixed_precision": "none",
@@ -46,7 +47,8 @@ def test_fit_evaluate_predict_export_and_load(tables, tiny_encoder, tmp_path):
     classifier.fit(train, dev=tables["dev"], num_train_epochs=10)  # the toy task is learnt by then
 
     assert classifier.label_names == ["neg", "pos"]
-    assert classifier.dev_results_["global_step"] == 10 * (64 // 8)
+    best = read_results(os.path.join(run_dir, "best", "eval_results.txt"))
+    assert classifier.dev_results_ == best  # the final weights are the best evaluation's (final_weights="best")
     test = pd.read_csv(tables["test"])
     result = classifier.evaluate(test)
     probabilities = classifier.predict_proba(test["text"].tolist())
@@ -71,22 +73,7 @@ def test_fit_evaluate_predict_export_and_load(tables, tiny_encoder, tmp_path):
         np.testing.assert_allclose(loaded, cli["probabilities"], atol=1e-6)
 
 
-def stop_at(run_dir: str, step: int) -> None:
-    """Makes a finished run look stopped at `step`: later checkpoints go, as if it had been interrupted there."""
-    import tensorflow as tf
-
-    kept = []
-    for path in glob.glob(os.path.join(run_dir, "model.ckpt-*.index")):
-        number = int(re.search(r"model\.ckpt-(\d+)\.index$", path).group(1))
-        if number > step:
-            for part in glob.glob(path[: -len(".index")] + ".*"):
-                os.remove(part)
-        else:
-            kept.append(number)
-    tf.compat.v1.train.update_checkpoint_state(run_dir, f"model.ckpt-{step}", [f"model.ckpt-{n}" for n in sorted(kept)])
-
-
-def test_a_run_continues_from_the_cli_to_the_api_and_back(tables, tiny_encoder, tmp_path):
+def test_a_run_continues_from_the_cli_to_the_api_and_back(tables, tiny_encoder, tmp_path, caplog):
     records = str(tmp_path / "records")
     run_create_tfrecords(f"--train_file={tables['train']}", f"--dev_file={tables['dev']}", "--text_column=text",
                          "--label_column=label", f"--encoder={tiny_encoder}", "--max_seq_length=16",
@@ -99,12 +86,15 @@ def test_a_run_continues_from_the_cli_to_the_api_and_back(tables, tiny_encoder, 
     shutil.copytree(reference, mixed)
     stop_at(mixed, 8)  # the CLI stopped after epoch 1; the API goes on
     classifier = TextClassifier.load(mixed, **SETTINGS)
-    classifier.fit(tables["train"], dev=tables["dev"], num_train_epochs=3, save_checkpoints_steps=8)
+    with caplog.at_level(logging.INFO, logger="absl"):
+        classifier.fit(tables["train"], dev=tables["dev"], num_train_epochs=3, save_checkpoints_steps=8)
+    assert f"Resuming from {os.path.join(mixed, 'model.ckpt-8')} at step 8 of 24" in caplog.text
     for step in (16, 24):
         assert max_difference(read_weights(os.path.join(mixed, f"model.ckpt-{step}")),
                               read_weights(os.path.join(reference, f"model.ckpt-{step}"))) < 1e-6, step
     stop_at(mixed, 16)  # the API stopped after epoch 2; the CLI goes on, on the records the API wrote
-    run_classifier(os.path.join(mixed, "records"), tiny_encoder, mixed, *plan)
+    resumed = run_classifier(os.path.join(mixed, "records"), tiny_encoder, mixed, *plan)
+    assert f"Resuming from {os.path.join(mixed, 'model.ckpt-16')} at step 16 of 24" in resumed.stderr
     assert max_difference(read_weights(os.path.join(mixed, "model.ckpt-24")),
                           read_weights(os.path.join(reference, "model.ckpt-24"))) < 1e-6
 
