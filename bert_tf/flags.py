@@ -96,6 +96,18 @@ def define_tfrecord_flags() -> None:
                          "end; default a quarter of them, rounded down (127 + 383 at max_seq_length=512).")
 
 
+def _define_best_model_flags() -> None:
+    """run_classifier's flags for evaluating during training and picking the weights that come out."""
+    flags.DEFINE_integer("eval_every_steps", None,
+                         "With --do_train --do_eval: evaluate dev every this many steps too, not only after each epoch.")
+    flags.DEFINE_integer("early_stopping_patience", None,
+                         "With --do_train --do_eval: stop after this many evaluations without a better dev metric "
+                         "(the task's primary one); a resumed run counts the evaluations before it too.")
+    flags.DEFINE_enum("final_weights", "best", ["best", "last"],
+                      "Weights for the final eval, predict and export: best (those kept in best/, when the run "
+                      "evaluated dev during training; else the last) or last.")
+
+
 @_once
 def define_classifier_flags() -> None:
     define_directory_flags()
@@ -114,17 +126,14 @@ def define_classifier_flags() -> None:
     flags.DEFINE_enum("pooling", "auto", ["auto", "pooled", "cls", "mean"],
                       "Encoder output the head reads; auto: mean for the default encoder, pooled otherwise.")
     flags.DEFINE_float("dropout_rate", 0.1, "Dropout before the classification head.")
+    flags.DEFINE_string("class_weight", "none",
+                        "Training loss weights: none, balanced (multi-class: n_samples / (n_classes × class count), "
+                        "as scikit-learn; multi-label: each label's negatives / positives, weighing its positives) "
+                        "or W1,W2,… (one per label, in label order).")
     flags.DEFINE_enum("aggregation", "mean", ["mean", "max", "vote"],
                       "Records written with --long_document=sliding_window: how the windows' predictions make one "
                       "per document (mean or max of the logits, or a majority vote).")
-    flags.DEFINE_integer("eval_every_steps", None,
-                         "With --do_train --do_eval: evaluate dev every this many steps too, not only after each epoch.")
-    flags.DEFINE_integer("early_stopping_patience", None,
-                         "With --do_train --do_eval: stop after this many evaluations without a better dev metric "
-                         "(the task's primary one); a resumed run counts the evaluations before it too.")
-    flags.DEFINE_enum("final_weights", "best", ["best", "last"],
-                      "Weights for the final eval, predict and export: best (those kept in best/, when the run "
-                      "evaluated dev during training; else the last) or last.")
+    _define_best_model_flags()
     flags.DEFINE_boolean("tune_thresholds", False,
                          "Multi-label: choose each label's threshold on dev to maximise its F1 (default 0.5); saved "
                          "in thresholds.json and used by --do_predict and the export.")

@@ -29,12 +29,19 @@ class TaskHead:
     tunes_thresholds = False  # whether per-label decision thresholds exist (--tune_thresholds)
     independent_labels = False  # whether an example may have several labels (else exactly one)
     votes = True  # whether windows of a long document can vote (--aggregation=vote)
+    has_classes = True  # whether losses can be weighed by class (--class_weight)
     report_file: str | None = None  # where reports.py writes the text of report()
 
     def label_feature(self, num_labels: int) -> tf.io.FixedLenFeature:
         raise NotImplementedError
 
-    def per_example_loss(self, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    def per_example_loss(self, labels: tf.Tensor, logits: tf.Tensor, class_weights: tf.Tensor | None = None
+                         ) -> tf.Tensor:
+        """[batch] losses; class_weights (--class_weight) weigh them by class (multi-label: each label's positives)."""
+        raise NotImplementedError
+
+    def balanced_class_weights(self, labels: np.ndarray, num_labels: int) -> np.ndarray:
+        """--class_weight=balanced, from the training labels (heads with classes only)."""
         raise NotImplementedError
 
     def probabilities(self, logits: tf.Tensor) -> tf.Tensor:
@@ -76,9 +83,16 @@ class MultiClassHead(TaskHead):
     def label_feature(self, num_labels: int) -> tf.io.FixedLenFeature:
         return tf.io.FixedLenFeature([], tf.int64)
 
-    def per_example_loss(self, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-        logits = tf.cast(logits, tf.float32)
-        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32), logits=logits)
+    def per_example_loss(self, labels: tf.Tensor, logits: tf.Tensor, class_weights: tf.Tensor | None = None
+                         ) -> tf.Tensor:
+        logits, labels = tf.cast(logits, tf.float32), tf.cast(labels, tf.int32)
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        return losses if class_weights is None else losses * tf.gather(class_weights, labels)
+
+    def balanced_class_weights(self, labels: np.ndarray, num_labels: int) -> np.ndarray:
+        """scikit-learn's "balanced": n_samples / (n_classes × count of the class); 1 for a class train lacks."""
+        counts = np.bincount(labels, minlength=num_labels)
+        return np.where(counts > 0, len(labels) / (num_labels * np.maximum(counts, 1)), 1.0)
 
     def probabilities(self, logits: tf.Tensor) -> tf.Tensor:
         return tf.nn.softmax(logits, axis=-1)
@@ -136,11 +150,20 @@ class MultiLabelHead(TaskHead):
     def label_feature(self, num_labels: int) -> tf.io.FixedLenFeature:
         return tf.io.FixedLenFeature([num_labels], tf.int64)
 
-    def per_example_loss(self, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-        """Sigmoid cross-entropy, averaged over the labels."""
-        logits = tf.cast(logits, tf.float32)
-        losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(labels, tf.float32), logits=logits)
+    def per_example_loss(self, labels: tf.Tensor, logits: tf.Tensor, class_weights: tf.Tensor | None = None
+                         ) -> tf.Tensor:
+        """Sigmoid cross-entropy, averaged over the labels; class_weights weigh each label's positive term."""
+        logits, labels = tf.cast(logits, tf.float32), tf.cast(labels, tf.float32)
+        if class_weights is None:
+            losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+        else:
+            losses = tf.nn.weighted_cross_entropy_with_logits(labels=labels, logits=logits, pos_weight=class_weights)
         return tf.reduce_mean(losses, axis=-1)
+
+    def balanced_class_weights(self, labels: np.ndarray, num_labels: int) -> np.ndarray:
+        """Each label's negatives / positives (PyTorch's pos_weight recipe); 1 for a label train never has."""
+        positives = labels.sum(axis=0)
+        return np.where(positives > 0, (len(labels) - positives) / np.maximum(positives, 1), 1.0)
 
     def probabilities(self, logits: tf.Tensor) -> tf.Tensor:
         return tf.nn.sigmoid(logits)
@@ -209,11 +232,13 @@ class RegressionHead(TaskHead):
     name = "regression"
     primary_metric = "eval_pearson"
     votes = False
+    has_classes = False
 
     def label_feature(self, num_labels: int) -> tf.io.FixedLenFeature:
         return tf.io.FixedLenFeature([], tf.float32)
 
-    def per_example_loss(self, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    def per_example_loss(self, labels: tf.Tensor, logits: tf.Tensor, class_weights: tf.Tensor | None = None
+                         ) -> tf.Tensor:
         return tf.square(tf.cast(logits, tf.float32)[:, 0] - tf.cast(labels, tf.float32))
 
     def probabilities(self, logits: tf.Tensor) -> tf.Tensor:

@@ -15,6 +15,7 @@ import dataclasses
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -27,7 +28,7 @@ from bert_tf.export import ServingModel, save_serving_model
 from bert_tf.files import atomic_write
 from bert_tf.model import BertClassifier, choose_pooling
 from bert_tf.optimization import create_optimizer
-from bert_tf.records import RecordsMetadata, read_metadata, read_texts
+from bert_tf.records import RecordsMetadata, iterate_numpy, read_metadata, read_texts
 from bert_tf.tokenization import load_vocab, vocab_digest
 from bert_tf.training import Trainer, TrainConfig, TrainingDiverged, WorkerLost, restore_latest
 
@@ -54,6 +55,7 @@ class RunConfig:
     freeze_encoder: bool = False
     # Optimization
     train_batch_size: int = 32
+    class_weight: str = "none"
     learning_rate: float = 5e-5
     num_train_epochs: float = 3.0
     warmup_proportion: float = 0.1
@@ -111,6 +113,25 @@ def validate(config: RunConfig) -> RecordsMetadata:
     return metadata
 
 
+def class_weights(setting: str, metadata: RecordsMetadata, data_dir: str) -> tuple[float, ...] | None:
+    """--class_weight as one weight per label (None for none); balanced counts the training records' labels."""
+    if setting == "none":
+        return None
+    if not metadata.head.has_classes:
+        raise InputError(f"class weights need classes; a {metadata.task_type} task has none", flag="class_weight")
+    if setting == "balanced":
+        labels = np.concatenate([batch["label_ids"] for batch in iterate_numpy(data_dir, "train", metadata)])
+        return tuple(round(float(w), 6) for w in metadata.head.balanced_class_weights(labels, metadata.num_labels))
+    try:
+        weights = tuple(float(part) for part in setting.split(","))
+    except ValueError:
+        weights = ()
+    if len(weights) != metadata.num_labels or not all(w > 0 and np.isfinite(w) for w in weights):
+        raise InputError(f"'{setting}' is not none, balanced or {metadata.num_labels} positive weights", flag="class_weight",
+                         hint=f"one per label, in the order {', '.join(metadata.label_names)}")
+    return weights
+
+
 class ClassifierRun:
     """One run: the model, optimizer, trainer and predictor of `config`, and the steps that use them.
 
@@ -134,8 +155,10 @@ class ClassifierRun:
         self._check_vocab()
         self.pooling = choose_pooling(config.pooling, config.encoder)
         self.chief = distribution.is_chief(self.strategy)
+        self.class_weights = class_weights(config.class_weight, metadata, config.data_dir) if config.do_train else None
         identity = {"encoder": config.encoder, "label_names": metadata.label_names, "task_type": metadata.task_type,
-                    "max_seq_length": metadata.max_seq_length, "pooling": self.pooling, "data_dir": config.data_dir}
+                    "max_seq_length": metadata.max_seq_length, "pooling": self.pooling, "data_dir": config.data_dir,
+                    "class_weight": self.class_weights}
         run_directory.prepare(config.output_dir, identity, config.overwrite_output_dir, self.chief, config.do_train)
         train_config = self._train_config()
         total_steps = train_config.total_steps(metadata) if config.do_train else 1
@@ -165,7 +188,7 @@ class ClassifierRun:
             save_checkpoints_steps=config.save_checkpoints_steps, keep_checkpoint_max=config.keep_checkpoint_max,
             is_chief=self.chief, pad_multiple=distribution.pad_multiple(self.strategy),
             batches_per_bucket_window=config.bucket_window, profile_steps=config.profile_steps,
-            eval_every_steps=config.eval_every_steps,
+            eval_every_steps=config.eval_every_steps, class_weights=self.class_weights,
             hparams={"encoder": config.encoder, "pooling": self.pooling, "learning_rate": config.learning_rate,
                      "train_batch_size": config.train_batch_size, "num_train_epochs": config.num_train_epochs,
                      "max_seq_length": self.metadata.max_seq_length, "precision": self.precision,

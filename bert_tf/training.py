@@ -55,6 +55,7 @@ class TrainConfig:
     is_chief: bool = True
     profile_steps: tuple[int, int] | None = None  # trace steps [start, end) with the TF profiler (chief only)
     eval_every_steps: int | None = None  # evaluate every this many steps too, not only at the end of each epoch
+    class_weights: tuple[float, ...] | None = None  # the training loss's per-class (multi-label: positive) weights
 
     def steps_per_epoch(self, metadata: RecordsMetadata) -> int:
         steps = metadata.train_data_size // self.global_batch_size
@@ -125,6 +126,7 @@ class Trainer:
         self.metadata = metadata
         self.config = config
         self.head = metadata.head
+        self._class_weights = None if config.class_weights is None else tf.constant(config.class_weights, tf.float32)
         with strategy.scope():
             # Slots exist before a restore, so it fills them rather than deferring.
             optimizer.build(model.trainable_variables)
@@ -147,7 +149,7 @@ class Trainer:
         scaling = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
         with tf.GradientTape() as tape:
             logits = self.model(model_inputs(features, self.config.pad_multiple), training=True)
-            losses = self.head.per_example_loss(features["label_ids"], logits) * features["weight"]
+            losses = self.head.per_example_loss(features["label_ids"], logits, self._class_weights) * features["weight"]
             # Sum over this replica's examples / global batch: the optimizer sums gradients over replicas,
             # which then average over the global batch whatever the number of replicas.
             loss = tf.reduce_sum(losses) / self.config.global_batch_size
