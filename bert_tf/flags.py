@@ -119,6 +119,9 @@ def define_classifier_flags() -> None:
     flags.DEFINE_integer("train_batch_size", 32, "Global training batch size (all replicas together).")
     flags.DEFINE_integer("eval_batch_size", 64, "Global batch size for eval and predict.")
     flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate of AdamW.")
+    flags.DEFINE_float("layerwise_lr_decay", 1.0,
+                       "Layer-wise learning-rate decay X (1 = off): layer k of L trains at lr × X^(L-k), the "
+                       "embeddings at lr × X^(L+1), the pooler and head at lr (Sun et al. 2019: 0.95).")
     flags.DEFINE_float("num_train_epochs", 3.0, "Epochs to train (may be fractional).")
     flags.DEFINE_float("warmup_proportion", 0.1, "Share of training steps with a linearly rising learning rate.")
     flags.DEFINE_float("weight_decay", 0.01, "AdamW weight decay (not applied to LayerNorm and biases).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import keras
 import tensorflow as tf
 
@@ -55,14 +56,23 @@ class FusedAdamW(keras.optimizers.AdamW):
     def _apply_weight_decay(self, variables):
         pass  # update_step decays each variable just before its Adam update, as Keras does for all first
 
+    def __init__(self, *args, learning_rate_multipliers: dict[str, float] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.learning_rate_multipliers = dict(learning_rate_multipliers or {})  # variable path → factor
+
+    def build(self, var_list):
+        super().build(var_list)
+        # By index: update_step may get the variable a Keras weight wraps (a restored SavedModel's), pathless.
+        self._learning_rate_factors = [self.learning_rate_multipliers.get(v.path, 1.0) for v in var_list]
+
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
-        lr = tf.cast(learning_rate, dtype)
+        index = self._get_variable_index(variable)
+        lr = tf.cast(learning_rate, dtype) * self._learning_rate_factors[index]
         if self._use_weight_decay(variable):
             # Decoupled decay, var - var·wd·lr, as one multiply whose result the variable takes over.
             variable.assign(variable * (1 - tf.cast(self.weight_decay, dtype) * lr))
         step = tf.cast(self.iterations + 1, dtype)
-        index = self._get_variable_index(variable)
         # Under tf.distribute this runs inside strategy.extended.update: `.handle` of a mirrored moment is
         # then the component on the device being updated.
         momentum, velocity = self._momentums[index].value, self._velocities[index].value
@@ -81,6 +91,7 @@ def create_optimizer(
     weight_decay: float = 0.01,
     gradient_accumulation_steps: int = 1,
     loss_scaling: bool = False,
+    learning_rate_multipliers: dict[str, float] | None = None,
 ) -> keras.optimizers.Optimizer:
     """AdamW as BERT fine-tunes: β=(0.9, 0.999), ε=1e-6.
 
@@ -91,6 +102,9 @@ def create_optimizer(
     With `loss_scaling` (float16 training), the AdamW is wrapped in Keras's dynamic LossScaleOptimizer:
     small float16 gradients underflow to zero unless the loss is scaled up first. It starts at 2^15, skips
     any step whose gradients overflow (halving the scale) and doubles the scale after 2,000 good steps.
+
+    `learning_rate_multipliers` (variable path → factor, 1 for the others) scale the learning rate of some
+    variables: layerwise_learning_rates gives them for layer-wise decay.
     """
     optimizer = FusedAdamW(
         learning_rate=WarmupLinearDecay(learning_rate, total_steps, warmup_steps),
@@ -99,9 +113,35 @@ def create_optimizer(
         beta_2=0.999,
         epsilon=1e-6,
         gradient_accumulation_steps=gradient_accumulation_steps if gradient_accumulation_steps > 1 else None,
+        learning_rate_multipliers=learning_rate_multipliers,
     )
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
     return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scaling else optimizer
+
+
+_LAYER = re.compile(r"(?:^|[_/])layer_(\d+)(?:[_/]|$)")
+
+
+def layerwise_learning_rates(encoder_variables: list, decay: float) -> dict[str, float]:
+    """Layer-wise learning-rate decay (Sun et al. 2019): an encoder of L layers, numbered 0 (lowest) to L-1,
+    trains layer k at lr × decay^(L-k) and its embeddings at lr × decay^(L+1); the pooler and the head above
+    keep the full lr. Layers are read from the variables' names, which say them in converted encoders
+    (`bert/encoder/layer_3/…`) and in TF Hub BERT SavedModels (`transformer/layer_3/…`).
+
+    Returns variable path → factor for the encoder's variables.
+    """
+    layers = {variable.path: _LAYER.search(variable.name) for variable in encoder_variables}
+    num_layers = 1 + max((int(match.group(1)) for match in layers.values() if match), default=-1)
+    factors = {}
+    for variable in encoder_variables:
+        match = layers[variable.path]
+        if match:
+            factors[variable.path] = decay ** (num_layers - int(match.group(1)))
+        elif "embedding" in variable.name:
+            factors[variable.path] = decay ** (num_layers + 1)
+        elif "pooler" not in variable.name:
+            raise ValueError(f"cannot tell which layer the encoder's variable {variable.name!r} belongs to")
+    return factors
 
 
 def clip_gradients(gradients: list[tf.Tensor], clip_norm: float = 1.0,

@@ -27,7 +27,7 @@ from bert_tf.evaluation import Predictions, Predictor, compute_metrics, tune_thr
 from bert_tf.export import ServingModel, save_serving_model
 from bert_tf.files import atomic_write
 from bert_tf.model import BertClassifier, choose_pooling
-from bert_tf.optimization import create_optimizer
+from bert_tf.optimization import create_optimizer, layerwise_learning_rates
 from bert_tf.records import RecordsMetadata, iterate_numpy, read_metadata, read_texts
 from bert_tf.tokenization import load_vocab, vocab_digest
 from bert_tf.training import Trainer, TrainConfig, TrainingDiverged, WorkerLost, restore_latest
@@ -57,6 +57,7 @@ class RunConfig:
     train_batch_size: int = 32
     class_weight: str = "none"
     learning_rate: float = 5e-5
+    layerwise_lr_decay: float = 1.0
     num_train_epochs: float = 3.0
     warmup_proportion: float = 0.1
     weight_decay: float = 0.01
@@ -108,6 +109,9 @@ def validate(config: RunConfig) -> RecordsMetadata:
         value = getattr(config, name)
         if value is not None and (value < 1 or not (config.do_train and config.do_eval)):
             raise InputError(f"{value} needs --do_train --do_eval and a positive number", flag=name)
+    if not 0 < config.layerwise_lr_decay <= 1:
+        raise InputError(f"{config.layerwise_lr_decay} is out of range", flag="layerwise_lr_decay",
+                         hint="use a factor in (0, 1]: 1 is off, Sun et al. used 0.95")
     if config.final_weights not in ("best", "last"):
         raise InputError(f"'{config.final_weights}' is neither best nor last", flag="final_weights")
     return metadata
@@ -203,10 +207,16 @@ class ClassifierRun:
             encoder = HubEncoder(self.encoder.handles.encoder, trainable=not config.freeze_encoder, name="encoder")
             model = BertClassifier(encoder, self.metadata.num_labels, pooling=self.pooling,
                                    dropout_rate=config.dropout_rate)
+            multipliers = None
+            if config.layerwise_lr_decay != 1.0:
+                try:
+                    multipliers = layerwise_learning_rates(encoder.trainable_variables, config.layerwise_lr_decay)
+                except ValueError as error:
+                    raise InputError(str(error), flag="layerwise_lr_decay") from None
             optimizer = create_optimizer(
                 config.learning_rate, total_steps, int(total_steps * config.warmup_proportion), config.weight_decay,
                 gradient_accumulation_steps=config.gradient_accumulation_steps,
-                loss_scaling=self.precision == "fp16",
+                loss_scaling=self.precision == "fp16", learning_rate_multipliers=multipliers,
             )
         return model, optimizer
 
