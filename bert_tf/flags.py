@@ -185,11 +185,24 @@ def define_classify_text_flags() -> None:
 
 
 @_once
+def define_output_file_flag() -> None:
+    flags.DEFINE_string("output_file", None,
+                        "Where to write: extract_features' vectors (.npy or .parquet), export_tflite's .tflite file.")
+
+
+@_once
+def define_export_tflite_flags() -> None:
+    define_classify_text_flags()
+    define_output_file_flag()
+    flags.DEFINE_string("quantize", "none", "Weights of the .tflite: none (float32), dynamic (int8) or float16.")
+
+
+@_once
 def define_extract_features_flags() -> None:
     define_encoder_flags()
+    define_output_file_flag()
     flags.DEFINE_string("input_file", None, "Table of texts (.tsv/.csv/.jsonl/.parquet, optionally .gz).")
     flags.DEFINE_string("text_column", "text", "Column holding the text.")
-    flags.DEFINE_string("output_file", None, "Where to write the vectors: .npy or .parquet.")
     flags.DEFINE_enum("pooling", "mean", ["cls", "mean", "pooled"], "How a layer's token vectors become one.")
     flags.DEFINE_list("layers", ["-1"], "Encoder layers to pool and concatenate (-1 = last).")
     flags.DEFINE_integer("max_seq_length", 128, "Tokens per text; longer texts are truncated.")
