@@ -7,7 +7,22 @@ import shutil
 import tempfile
 import uuid
 
-import tensorflow as tf
+
+def _current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+# Read once, at import, before threads start: os.umask can only be read by setting it.
+_UMASK = _current_umask()
+
+
+def as_umask_allows(path: str) -> None:
+    """Gives a file or directory made by tempfile (0600 / 0700, private) the mode the user's umask gives new ones,
+    so a serving container or another user can read results and exports as they could any file (0644 / 0755
+    under umask 022)."""
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_UMASK)
 
 
 def atomic_write(path: str, content: str | bytes) -> None:
@@ -18,6 +33,7 @@ def atomic_write(path: str, content: str | bytes) -> None:
     with tempfile.NamedTemporaryFile(mode, dir=directory, delete=False, prefix=".tmp-", encoding=encoding) as f:
         f.write(content)
         temp = f.name
+    as_umask_allows(temp)
     os.replace(temp, path)
 
 
@@ -32,10 +48,13 @@ def replace_dir(staging_dir: str, output_dir: str) -> None:
 
 def save_savedmodel(obj, output_dir: str, signatures=None) -> str:
     """tf.saved_model.save into a temp dir beside output_dir, renamed into place once complete."""
+    import tensorflow as tf  # here: the encoder registry uses this module before TensorFlow is needed
+
     output_dir = os.path.abspath(output_dir)
     parent = os.path.dirname(output_dir)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output_dir)}.tmp-")
+    as_umask_allows(staging)
     try:
         tf.saved_model.save(obj, staging, signatures=signatures)
         replace_dir(staging, output_dir)

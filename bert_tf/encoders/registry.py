@@ -19,6 +19,8 @@ import uuid
 
 from absl import logging
 
+from bert_tf.files import as_umask_allows
+
 DEFAULT_NAME = "all-MiniLM-L6-v2"
 _MARKER = "bert_tf_source.json"
 # Bumped when conversion writes a different SavedModel from the same weights, so caches convert again.
@@ -196,6 +198,7 @@ def _converted(source: str, fingerprint: str, cache_name: str, label: str | None
     # Another process may convert the same source at the same time: each one builds a private
     # dir and renames it into place, so readers only ever see a complete conversion.
     staging = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=f".{cache_name}.tmp-")
+    as_umask_allows(staging)
     try:
         convert(source, staging)
         with open(os.path.join(staging, _MARKER), "w", encoding="utf-8") as f:
