@@ -33,13 +33,13 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 
 import numpy as np
 from absl import app
 
 from bert_tf import flags as bert_flags
 from bert_tf.errors import InputError, exits_cleanly_on_bad_input
+from bert_tf.files import atomic_write
 
 FLAGS = bert_flags.FLAGS
 
@@ -416,25 +416,6 @@ def compare_with_export(loaded, interp, texts: list[str], texts_b: list[str] | N
             "label_agreement": float(np.mean(got.argmax(axis=1) == expected.argmax(axis=1)))}
 
 
-def write_tflite(content: bytes, output_file: str) -> None:
-    """Writes the .tflite under a temp name beside output_file, renamed into place when complete (with the
-    permissions a new file gets under the umask, not a temp file's owner-only ones)."""
-    directory = os.path.dirname(os.path.abspath(output_file))
-    os.makedirs(directory, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(output_file)}.tmp-")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            f.write(content)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)
-        os.replace(temp, output_file)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
-
-
 @exits_cleanly_on_bad_input
 def main(argv):
     bert_flags.check_command_line(argv, FLAGS, required=("model", "output_file"))
@@ -450,7 +431,8 @@ def main(argv):
     content = convert_loaded(loaded, config, vocab, FLAGS.quantize)
     print("(the custom ops listed above are tensorflow-text's, which have TFLite kernels: an interpreter loads "
           "them from tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS)", file=sys.stderr)
-    write_tflite(content, FLAGS.output_file)
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output_file)), exist_ok=True)
+    atomic_write(FLAGS.output_file, content)
     texts = list(CHECK_TEXTS)
     check = compare_with_export(loaded, interpreter(model_content=content), texts,
                                 texts[::-1] if config["paired"] else None)

@@ -31,8 +31,13 @@ def atomic_write(path: str, content: str | bytes) -> None:
     mode = "wb" if isinstance(content, bytes) else "w"
     encoding = None if mode == "wb" else "utf-8"
     with tempfile.NamedTemporaryFile(mode, dir=directory, delete=False, prefix=".tmp-", encoding=encoding) as f:
-        f.write(content)
         temp = f.name
+        try:
+            f.write(content)
+        except BaseException:  # a full disk: no half-written temp file left behind
+            f.close()
+            os.remove(temp)
+            raise
     as_umask_allows(temp)
     os.replace(temp, path)
 

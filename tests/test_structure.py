@@ -85,3 +85,12 @@ def test_run_config_is_run_classifiers_flags_with_their_defaults():
     config_defaults = {field.name: field.default for field in dataclasses.fields(RunConfig)}
     assert sorted(config_defaults) == sorted(flag_defaults)
     assert {name: value for name, value in config_defaults.items() if flag_defaults[name] != value} == {}
+
+
+def test_the_apis_record_settings_are_create_tfrecords_flags_with_their_defaults():
+    from bert_tf.text_classifier import RECORD_SETTINGS
+
+    script = CLASSIFIER_FLAG_DEFAULTS.replace("define_classifier_flags", "define_tfrecord_flags")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    flag_defaults = json.loads(result.stdout.splitlines()[-1])
+    assert {name: flag_defaults.get(name, "no such flag") for name in RECORD_SETTINGS} == RECORD_SETTINGS
