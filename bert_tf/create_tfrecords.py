@@ -208,4 +208,4 @@ def main(argv):
 
 if __name__ == "__main__":
     bert_flags.define_tfrecord_flags()
-    app.run(main)
+    app.run(main, flags_parser=bert_flags.parse_or_exit)

@@ -1,12 +1,21 @@
-"""One error type for bad user input, and the CLI wrapper that turns it into one line and exit code 2."""
+"""One error type for bad user input, and the CLI wrapper that turns it into one line and exit code 2.
+
+The wrapper also makes SIGTERM and Ctrl-C end a command cleanly: one line, no traceback, and its temp files
+removed on the way out (they unwind as the Stopped exception); training stops at a step boundary after a
+checkpoint instead (bert_tf.training).
+"""
 
 from __future__ import annotations
 
+import errno
 import functools
+import signal
 import sys
 from typing import Callable
 
 EXIT_BAD_INPUT = 2
+# A disk that is full, read-only or not ours: the user's to fix, so one line, not a traceback.
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 class InputError(Exception):
@@ -52,15 +61,42 @@ class InputError(Exception):
         return " ".join(text.split())  # always a single line
 
 
+class Stopped(Exception):
+    """A signal stopped the command; it exits with 128 + the signal's number, as a shell reports a death by it
+    (143 for SIGTERM, 130 for Ctrl-C), so a scheduler sees a failure and restarts it."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.exit_code = 128 + signal_number
+
+
+def raise_stopped(signal_number: int, frame) -> None:
+    raise Stopped(f"stopped by {signal.Signals(signal_number).name}", signal_number)
+
+
 def exits_cleanly_on_bad_input(main: Callable) -> Callable:
-    """Wraps an absl `main(argv)`: an InputError becomes one line on stderr and exit code 2, no traceback."""
+    """Wraps an absl `main(argv)`: an InputError becomes one line on stderr and exit code 2, no traceback; a
+    SIGTERM or Ctrl-C becomes one line and exit code 128 + its number, after the command's cleanup ran."""
 
     @functools.wraps(main)
     def wrapper(argv):
+        signal.signal(signal.SIGTERM, raise_stopped)
         try:
             return main(argv)
         except InputError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
+        except OSError as error:
+            if error.errno not in DISK_ERRORS:
+                raise
+            print(f"error: {error.filename or 'a file'}: cannot write it ({error.strerror}); free space or use a "
+                  f"writable location", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+        except Stopped as stop:
+            print(stop, file=sys.stderr)
+            sys.exit(stop.exit_code)
+        except KeyboardInterrupt:
+            print("stopped by Ctrl-C", file=sys.stderr)
+            sys.exit(128 + signal.SIGINT)
 
     return wrapper

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from bert_tf.errors import InputError
 from bert_tf.heads import TaskHead
 from bert_tf.input_pipeline import model_inputs, padded_eval_dataset
 from bert_tf.long_documents import aggregate
@@ -68,7 +69,13 @@ class Predictor:
         dataset = padded_eval_dataset(data_dir, split, metadata, batch_size, self.batches_per_bucket_window)
         size = metadata.size(split)
         iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
-        batches = [tf.nest.map_structure(lambda t: t.numpy(), self._step(iterator)) for _ in range(-(-size // batch_size))]
+        try:
+            batches = [tf.nest.map_structure(lambda t: t.numpy(), self._step(iterator))
+                       for _ in range(-(-size // batch_size))]
+        except (tf.errors.DataLossError, tf.errors.OutOfRangeError, StopIteration) as error:
+            reason = getattr(error, "message", "fewer records than metadata.json counts").splitlines()[0][:200]
+            raise InputError(f"the {split} records are damaged or truncated ({reason})", file=data_dir,
+                             hint="rewrite the records with create_tfrecords") from None
         merged = {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
         real = merged["is_real"] == 1
         # Multi-worker sharding interleaves examples; (example id, window) restores file order.

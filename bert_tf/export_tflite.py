@@ -443,4 +443,4 @@ def main(argv):
 
 if __name__ == "__main__":
     bert_flags.define_export_tflite_flags()
-    app.run(main)
+    app.run(main, flags_parser=bert_flags.parse_or_exit)

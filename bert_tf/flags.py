@@ -5,9 +5,11 @@ The names and meanings follow google-research/bert's `run_classifier.py` where i
 
 from __future__ import annotations
 
+import sys
+
 from absl import flags
 
-from bert_tf.errors import InputError
+from bert_tf.errors import EXIT_BAD_INPUT, InputError
 from bert_tf.labels import TASK_TYPES
 
 FLAGS = flags.FLAGS
@@ -20,6 +22,17 @@ def check_command_line(argv: list[str], flag_values: flags.FlagValues, required:
     for name in required:
         if not flag_values[name].value:
             raise InputError("is required", flag=name)
+
+
+def parse_or_exit(argv: list[str]) -> list[str]:
+    """absl's flag parser for `app.run(main, flags_parser=parse_or_exit)`: a bad flag (unknown, misspelt, a value
+    of the wrong type) is one `error:` line and exit code 2, like every other bad input, not absl's usage dump
+    and exit 1. Commands import TensorFlow inside main, so this answers before it loads."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 def _once(define):
@@ -180,8 +193,23 @@ def define_export_encoder_flags() -> None:
 
 
 @_once
-def define_classify_text_flags() -> None:
+def define_model_flag() -> None:
     flags.DEFINE_string("model", None, "Directory of the exported SavedModel (OUTPUT_DIR/export).")
+
+
+@_once
+def define_input_file_flag() -> None:
+    flags.DEFINE_string(
+        "input_file", None,
+        "extract_features: table of texts (.tsv/.csv/.jsonl/.parquet, optionally .gz). classify_text: a UTF-8 text "
+        "file holding one text a line (TEXT<TAB>TEXT_B for a pair-task export), or - to read them from stdin.",
+    )
+
+
+@_once
+def define_classify_text_flags() -> None:
+    define_model_flag()
+    define_input_file_flag()
 
 
 @_once
@@ -192,7 +220,7 @@ def define_output_file_flag() -> None:
 
 @_once
 def define_export_tflite_flags() -> None:
-    define_classify_text_flags()
+    define_model_flag()
     define_output_file_flag()
     flags.DEFINE_string("quantize", "none", "Weights of the .tflite: none (float32), dynamic (int8) or float16.")
 
@@ -201,9 +229,45 @@ def define_export_tflite_flags() -> None:
 def define_extract_features_flags() -> None:
     define_encoder_flags()
     define_output_file_flag()
-    flags.DEFINE_string("input_file", None, "Table of texts (.tsv/.csv/.jsonl/.parquet, optionally .gz).")
+    define_input_file_flag()
     flags.DEFINE_string("text_column", "text", "Column holding the text.")
     flags.DEFINE_enum("pooling", "mean", ["cls", "mean", "pooled"], "How a layer's token vectors become one.")
     flags.DEFINE_list("layers", ["-1"], "Encoder layers to pool and concatenate (-1 = last).")
     flags.DEFINE_integer("max_seq_length", 128, "Tokens per text; longer texts are truncated.")
     flags.DEFINE_integer("batch_size", 64, "Texts per forward pass.")
+
+
+@_once
+def define_sweep_flags() -> None:
+    """bert_tf.sweep's own flags; every other flag on its command line is run_classifier's, passed to each trial.
+    Its --num_train_epochs is a list, so not for a process that defines run_classifier's flags too."""
+    define_directory_flags()
+    flags.DEFINE_list("learning_rates", ["5e-5"], "Peak learning rates to try (each trial's --learning_rate).")
+    flags.DEFINE_list("num_train_epochs", ["3"], "Epochs to try (each trial's --num_train_epochs; may be fractional).")
+    flags.DEFINE_list("seeds", ["42"], "Seeds to try (each trial's --seed).")
+
+
+@_once
+def define_pretraining_data_flags() -> None:
+    """create_pretraining_data's flags. --input_file, --text_column and --max_seq_length are shared with other
+    tools' groups, so they are defined here only when no group defined them before (tests define several)."""
+    define_directory_flags()
+    define_encoder_flags()
+    if "input_file" not in FLAGS:
+        flags.DEFINE_list("input_file", None, "Input files, comma-separated: tables (.tsv/.csv/.jsonl/.parquet) "
+                          "and .txt files (a document per line, or documents separated by blank lines), optionally .gz.")
+    if "text_column" not in FLAGS:
+        flags.DEFINE_string("text_column", None, "Column holding the text; default: the only column, a column named "
+                            "text, or the column with the longest cells.")
+    if "max_seq_length" not in FLAGS:
+        flags.DEFINE_integer("max_seq_length", 128, "Tokens per example after WordPiece, [CLS] and [SEP] included.")
+    flags.DEFINE_integer("max_predictions_per_seq", 20, "Most tokens predicted (masked) per example.")
+    flags.DEFINE_float("masked_lm_prob", 0.15, "Share of an example's tokens chosen for prediction (rounded, at "
+                       "least 1): 80% become [MASK], 10% a random token, 10% stay unchanged.")
+    flags.DEFINE_integer("dupe_factor", 5, "Times each training chunk is written, each time masked differently.")
+    flags.DEFINE_integer("random_seed", 12345, "Seed of the masking, the held-out documents and the record order.")
+    flags.DEFINE_boolean("whole_word_masking", False, "Choose whole words (a piece and its ## pieces) to mask, "
+                         "all their pieces together, instead of single word-pieces.")
+    flags.DEFINE_float("eval_fraction", 0.01, "Share of the documents held out for eval.tf_record (at least 1 "
+                       "when above 0; 0: none).")
+    flags.DEFINE_integer("max_eval_documents", 10_000, "Most documents held out for eval.tf_record.")

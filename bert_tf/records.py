@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import hashlib
 import json
 import os
 import tempfile
@@ -270,10 +271,35 @@ def write_metadata(directory: str, metadata: RecordsMetadata) -> None:
 
 def read_metadata(data_dir: str) -> RecordsMetadata:
     path = os.path.join(data_dir, METADATA_FILE)
+    rewrite = "rewrite the records with `python -m bert_tf.create_tfrecords` (or `make tfrecords`)"
     if not tf.io.gfile.exists(path):
-        raise InputError(f"no {METADATA_FILE} here", file=data_dir, flag="data_dir", hint="write the records with `python -m bert_tf.create_tfrecords` (or `make tfrecords`)")
-    with tf.io.gfile.GFile(path, "r") as f:
-        return RecordsMetadata.from_json(json.load(f))
+        raise InputError(f"no {METADATA_FILE} here", file=data_dir, flag="data_dir", hint=rewrite.replace("rewrite", "write"))
+    try:
+        with tf.io.gfile.GFile(path, "r") as f:
+            return RecordsMetadata.from_json(json.load(f))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InputError(f"is not valid JSON ({error})", file=path, hint=rewrite) from None
+    except (KeyError, TypeError, AttributeError) as error:
+        raise InputError(f"lacks or mangles a field ({type(error).__name__}: {error})", file=path, hint=rewrite) from None
+
+
+def check_split_files(data_dir: str, split: str, metadata: RecordsMetadata) -> None:
+    """The split's record files exist (a truncated one is found as it is read: training.RecordsDamaged)."""
+    files = split_files(data_dir, split)
+    if not files:
+        raise InputError(f"no {SPLIT_FILES[split]} here, though {METADATA_FILE} counts "
+                         f"{metadata.size(split)} {split} records", file=data_dir, flag="data_dir",
+                         hint="rewrite the records with `python -m bert_tf.create_tfrecords`")
+
+
+def fingerprint(data_dir: str, split: str) -> str:
+    """Identifies the split's records cheaply: metadata.json and the record files' names and sizes."""
+    digest = hashlib.sha256()
+    with tf.io.gfile.GFile(os.path.join(data_dir, METADATA_FILE), "rb") as f:
+        digest.update(f.read())
+    for path in split_files(data_dir, split):
+        digest.update(f"{os.path.basename(path)}:{tf.io.gfile.stat(path).length};".encode())
+    return digest.hexdigest()[:16]
 
 
 def feature_spec(metadata: RecordsMetadata) -> dict[str, tf.io.FixedLenFeature]:

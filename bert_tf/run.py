@@ -11,7 +11,6 @@ run_classifier (the command line) builds the RunConfig from its flags and calls 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import keras
@@ -28,75 +27,26 @@ from bert_tf.export import ServingModel, save_serving_model
 from bert_tf.files import atomic_write
 from bert_tf.model import BertClassifier, choose_pooling
 from bert_tf.optimization import create_optimizer, layerwise_learning_rates
-from bert_tf.records import RecordsMetadata, iterate_numpy, read_metadata, read_texts
+from bert_tf.records import RecordsMetadata, check_split_files, fingerprint, iterate_numpy, read_metadata, read_texts
+from bert_tf.run_config import RunConfig, check_settings
 from bert_tf.tokenization import load_vocab, vocab_digest
-from bert_tf.training import Trainer, TrainConfig, TrainingDiverged, WorkerLost, restore_latest
-
-
-@dataclasses.dataclass
-class RunConfig:
-    """The settings of a run; each field is the run_classifier flag of the same name, with its default."""
-
-    # What and where
-    data_dir: str | None = None
-    output_dir: str | None = None
-    do_train: bool = False
-    do_eval: bool = False
-    do_predict: bool = False
-    do_export: bool = False
-    overwrite_output_dir: bool = False
-    init_checkpoint: str | None = None
-    # The model
-    encoder: str = "default"
-    vocab_file: str | None = None
-    do_lower_case: bool | None = None
-    pooling: str = "auto"
-    dropout_rate: float = 0.1
-    freeze_encoder: bool = False
-    # Optimization
-    train_batch_size: int = 32
-    class_weight: str = "none"
-    learning_rate: float = 5e-5
-    layerwise_lr_decay: float = 1.0
-    num_train_epochs: float = 3.0
-    warmup_proportion: float = 0.1
-    weight_decay: float = 0.01
-    gradient_accumulation_steps: int = 1
-    seed: int = 42
-    bucket_window: int = 50
-    # Evaluation, the best weights, and prediction
-    eval_batch_size: int = 64
-    eval_every_steps: int | None = None
-    early_stopping_patience: int | None = None
-    final_weights: str = "best"
-    aggregation: str = "mean"
-    tune_thresholds: bool = False
-    # Hardware
-    distribution_strategy: str = "auto"
-    num_gpus: int | None = None
-    num_cpu_replicas: int = 1
-    use_tpu: bool = False
-    tpu_name: str | None = None
-    tpu_zone: str | None = None
-    gcp_project: str | None = None
-    mixed_precision: str = "auto"
-    iterations_per_loop: int = 20
-    # Checkpoints and profiling
-    save_checkpoints_steps: int = 1000
-    keep_checkpoint_max: int = 5
-    profile_steps: tuple[int, int] | None = None  # trace training steps [START, END) with the TF profiler
+from bert_tf.training import RecordsDamaged, Trainer, TrainConfig, TrainingDiverged, WorkerLost, restore_latest
 
 
 def validate(config: RunConfig) -> RecordsMetadata:
     """Checks the settings against each other and against the records; returns the records' metadata."""
-    for name in ("data_dir", "output_dir"):
-        if not getattr(config, name):
-            raise InputError("is required", flag=name)
+    check_settings(config)
     metadata = read_metadata(config.data_dir)
-    for wanted, split, flag in ((config.do_eval, "dev", "do_eval"), (config.do_predict, "test", "do_predict")):
+    for wanted, split, flag in ((config.do_train, "train", "do_train"), (config.do_eval, "dev", "do_eval"),
+                                (config.do_predict, "test", "do_predict")):
         if wanted and not metadata.size(split):
             raise InputError(f"the records have no {split} split", file=config.data_dir, flag=flag,
                              hint=f"write them with --{split}_file")
+        if wanted:
+            check_split_files(config.data_dir, split, metadata)
+    if config.init_checkpoint and not tf.io.gfile.exists(config.init_checkpoint + ".index"):
+        raise InputError("no such checkpoint", file=config.init_checkpoint, flag="init_checkpoint",
+                         hint="give a checkpoint prefix such as runs/my_task/model.ckpt-1000 (its .index file exists)")
     if config.tune_thresholds and (not metadata.head.tunes_thresholds or not config.do_eval):
         raise InputError("tunes multi-label thresholds on dev: it needs multi-label records and --do_eval",
                          flag="tune_thresholds")
@@ -105,15 +55,6 @@ def validate(config: RunConfig) -> RecordsMetadata:
                          hint=f"aggregate {metadata.task_type} windows with mean or max")
     if config.aggregation != RunConfig.aggregation and not metadata.windowed:
         logging.warning("--aggregation applies only to records written with --long_document=sliding_window")
-    for name in ("eval_every_steps", "early_stopping_patience"):
-        value = getattr(config, name)
-        if value is not None and (value < 1 or not (config.do_train and config.do_eval)):
-            raise InputError(f"{value} needs --do_train --do_eval and a positive number", flag=name)
-    if not 0 < config.layerwise_lr_decay <= 1:
-        raise InputError(f"{config.layerwise_lr_decay} is out of range", flag="layerwise_lr_decay",
-                         hint="use a factor in (0, 1]: 1 is off, Sun et al. used 0.95")
-    if config.final_weights not in ("best", "last"):
-        raise InputError(f"'{config.final_weights}' is neither best nor last", flag="final_weights")
     return metadata
 
 
@@ -160,10 +101,8 @@ class ClassifierRun:
         self.pooling = choose_pooling(config.pooling, config.encoder)
         self.chief = distribution.is_chief(self.strategy)
         self.class_weights = class_weights(config.class_weight, metadata, config.data_dir) if config.do_train else None
-        identity = {"encoder": config.encoder, "label_names": metadata.label_names, "task_type": metadata.task_type,
-                    "max_seq_length": metadata.max_seq_length, "pooling": self.pooling, "data_dir": config.data_dir,
-                    "class_weight": self.class_weights}
-        run_directory.prepare(config.output_dir, identity, config.overwrite_output_dir, self.chief, config.do_train)
+        self.lock = run_directory.RunLock(config.output_dir)
+        self._prepare_output_dir()
         train_config = self._train_config()
         total_steps = train_config.total_steps(metadata) if config.do_train else 1
         self.model, optimizer = self._build(total_steps)
@@ -175,6 +114,28 @@ class ClassifierRun:
         self._last_evaluation = None  # (step, predictions, result) of the latest evaluation during training
         self.best = run_directory.BestWeights(config.output_dir, metadata.head.primary_metric, writer=self.chief)
         self._best_in_use = False  # whether use_final_weights loaded best/'s weights
+
+    def _prepare_output_dir(self) -> None:
+        """Takes run.lock (chief) and checks and records the run in run_config.json (run_directory.prepare)."""
+        config, metadata = self.config, self.metadata
+        identity = {"encoder": config.encoder, "label_names": metadata.label_names, "task_type": metadata.task_type,
+                    "max_seq_length": metadata.max_seq_length, "pooling": self.pooling, "data_dir": config.data_dir}
+        training = None
+        if config.do_train:
+            training = {key: getattr(config, key) for key in run_directory.TRAINING_KEYS if hasattr(config, key)}
+            training.update(class_weight=self.class_weights, train_records=fingerprint(config.data_dir, "train"))
+        run_directory.prepare(config.output_dir, identity, training, config.overwrite_output_dir,
+                              self.lock if self.chief else None)
+
+    def close(self) -> None:
+        """Releases run.lock (also done at exit)."""
+        self.lock.release()
+
+    def __enter__(self) -> "ClassifierRun":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _check_vocab(self) -> None:
         expected = self.metadata.vocab_sha256
@@ -235,7 +196,7 @@ class ClassifierRun:
         evaluations without improvement. Then picks the final weights (use_final_weights)."""
         try:
             step = self.trainer.train(monitor=self if self.config.do_eval else None)
-        except (TrainingDiverged, WorkerLost) as error:
+        except (TrainingDiverged, WorkerLost, RecordsDamaged) as error:
             raise InputError(str(error)) from None
         self.use_final_weights()
         return step
@@ -244,7 +205,8 @@ class ClassifierRun:
         """Without training: the latest checkpoint of output_dir (or init_checkpoint's weights, already loaded),
         then the final weights (use_final_weights)."""
         if restore_latest(self.trainer.checkpoint, self.trainer.restore_from) is None and not self.config.init_checkpoint:
-            logging.warning("No checkpoint in %s: evaluating the encoder with an untrained head.", self.config.output_dir)
+            raise InputError("holds no checkpoint to evaluate, predict or export", file=self.config.output_dir,
+                             flag="output_dir", hint="train first (--do_train), or pass --init_checkpoint")
         self.use_final_weights()
 
     def use_final_weights(self) -> None:

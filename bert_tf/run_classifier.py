@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import TYPE_CHECKING
 
 from absl import app
 
 from bert_tf import flags as bert_flags
 from bert_tf.errors import InputError, exits_cleanly_on_bad_input
-from bert_tf.run import ClassifierRun, RunConfig
+from bert_tf.run_config import RunConfig, check_settings
+
+if TYPE_CHECKING:
+    from bert_tf.run import ClassifierRun
 
 FLAGS = bert_flags.FLAGS
 
@@ -47,13 +51,8 @@ def print_results(title: str, result: dict) -> None:
         print(f"  {key} = {result[key]}")
 
 
-@exits_cleanly_on_bad_input
-def main(argv):
-    bert_flags.check_command_line(argv, FLAGS)
-    config = config_from_flags()
-    if not (config.do_train or config.do_eval or config.do_predict or config.do_export):
-        raise InputError("nothing to do", hint="pass at least one of --do_train, --do_eval, --do_predict, --do_export")
-    run = ClassifierRun(config)
+def run_steps(run: "ClassifierRun", config: RunConfig) -> None:
+    """Train (or restore), then evaluate, predict and export, as the do_ flags say, printing what each did."""
     if config.do_train:
         run.train()
     else:
@@ -75,9 +74,20 @@ def main(argv):
         path = run.export()
         if path:
             print(f"Exported the serving SavedModel to {path}")
+
+
+@exits_cleanly_on_bad_input
+def main(argv):
+    bert_flags.check_command_line(argv, FLAGS)
+    config = config_from_flags()
+    check_settings(config)
+    from bert_tf.run import ClassifierRun  # only now: TensorFlow takes seconds to import, a flag typo answers at once
+
+    with ClassifierRun(config) as run:
+        run_steps(run, config)
     print(f"TensorBoard: tensorboard --logdir {config.output_dir}")
 
 
 if __name__ == "__main__":
     bert_flags.define_classifier_flags()
-    app.run(main)
+    app.run(main, flags_parser=bert_flags.parse_or_exit)

@@ -1,47 +1,81 @@
-"""A run's --output_dir: what identifies its run (run_config.json), starting afresh, and the best weights in best/.
+"""A run's --output_dir: what identifies its run (run_config.json), one run at a time (run.lock), starting
+afresh, and the best weights in best/.
 
   run_config.json   the encoder, labels, task type, sequence length and pooling the checkpoints were trained
-                    with; a later run into the same directory must match them (or pass --overwrite_output_dir)
+                    with, and what fixes the data order and step count (batch size, epochs, seed, …, the train
+                    records' fingerprint); a later run into the same directory must match them (or pass
+                    --overwrite_output_dir)
+  run.lock          who is using the directory now (command, host, pid, start time)
   best/             model.ckpt and eval_results.txt of the epoch with the best dev metric so far
 """
 
 from __future__ import annotations
 
+import atexit
+import datetime
 import json
 import os
+import socket
+import sys
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 from bert_tf.errors import InputError
 from bert_tf.files import atomic_write
 from bert_tf.reports import THRESHOLDS_FILE, read_results, results_text
 
 RUN_FILE = "run_config.json"
+LOCK_FILE = "run.lock"
 BEST_DIR = "best"
 # What must not change between runs into one directory: checkpoints of one cannot continue as the other.
 IDENTITY_KEYS = ("encoder", "label_names", "task_type", "max_seq_length", "pooling")
+# What fixes the data order, the step count and the loss: a run resumed with another value would silently be
+# neither run (a new batch size continues at the old step). Checked when training resumes.
+TRAINING_KEYS = ("train_batch_size", "num_train_epochs", "seed", "gradient_accumulation_steps", "bucket_window",
+                 "class_weight", "train_records")
 
 
-def prepare(output_dir: str, identity: dict, overwrite: bool, chief: bool, training: bool) -> None:
-    """Creates output_dir and records the run's identity in it, after checking it against an earlier run's.
+def has_checkpoints(output_dir: str) -> bool:
+    return bool(tf.io.gfile.glob(os.path.join(output_dir, "model.ckpt-*.index"))) or \
+        tf.io.gfile.exists(os.path.join(output_dir, BEST_DIR, "model.ckpt.index"))
 
-    With overwrite, the chief first removes the earlier run's checkpoints and logs, so training starts afresh.
-    Thresholds tuned for weights that training is about to replace are removed.
+
+def prepare(output_dir: str, identity: dict, training_settings: dict | None, overwrite: bool,
+            lock: "RunLock | None") -> None:
+    """Creates output_dir, takes its lock and records the run in it, after checking it against an earlier
+    run's checkpoints. The chief passes its lock; the other workers (lock None) only check.
+
+    `training_settings` (TRAINING_KEYS; None when not training) are checked only if there are checkpoints to
+    resume from: a run that failed before its first checkpoint does not bind the next one. With overwrite, the
+    chief first removes the earlier run's checkpoints and logs, so training starts afresh. Thresholds tuned for
+    weights that training is about to replace are removed.
     """
     try:
         tf.io.gfile.makedirs(output_dir)
     except (tf.errors.OpError, OSError) as error:
         raise InputError(f"cannot create it ({error})", flag="output_dir") from None
+    chief = lock is not None
+    if chief:
+        lock.acquire()
+    resuming = not overwrite and has_checkpoints(output_dir)
     if overwrite:
         if chief:
             remove_earlier_run(output_dir)
-    else:
-        check_same_run(output_dir, identity)
-    if chief:
-        atomic_write(os.path.join(output_dir, RUN_FILE), json.dumps(identity, indent=2) + "\n")
+    elif resuming:
+        check_same_run(output_dir, identity, IDENTITY_KEYS)
+        if training_settings is not None:
+            check_same_run(output_dir, training_settings, TRAINING_KEYS)
+    if chief and (training_settings is not None or not resuming):
+        record = {**identity, **(training_settings or {})}
+        try:
+            atomic_write(os.path.join(output_dir, RUN_FILE), json.dumps(record, indent=2) + "\n")
+        except OSError as error:
+            raise InputError(f"cannot write in it ({error.strerror or error})", file=output_dir, flag="output_dir",
+                             hint="use a writable --output_dir") from None
         stale_thresholds = os.path.join(output_dir, THRESHOLDS_FILE)
-        if training and tf.io.gfile.exists(stale_thresholds):
+        if training_settings is not None and tf.io.gfile.exists(stale_thresholds):
             tf.io.gfile.remove(stale_thresholds)
 
 
@@ -55,19 +89,109 @@ def remove_earlier_run(output_dir: str) -> None:
                 tf.io.gfile.remove(target)
 
 
-def check_same_run(output_dir: str, identity: dict) -> None:
-    """Refuses to mix a different task or encoder into checkpoints of an earlier run in the same directory."""
+def check_same_run(output_dir: str, settings: dict, keys: tuple[str, ...]) -> None:
+    """Refuses to continue the checkpoints of an earlier run in the same directory with other `keys` settings
+    (a key an older run_config.json lacks is not checked)."""
     path = os.path.join(output_dir, RUN_FILE)
     if not tf.io.gfile.exists(path):
         return
-    with tf.io.gfile.GFile(path) as f:
-        previous = json.load(f)
-    for key in IDENTITY_KEYS:
-        if previous.get(key) != identity.get(key):
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            previous = json.load(f)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InputError(f"is not valid JSON ({error})", file=path, hint="delete it, or use --overwrite_output_dir") from None
+    settings = json.loads(json.dumps(settings))  # as recorded: tuples become lists
+    for key in keys:
+        if key in previous and previous[key] != settings.get(key):
             raise InputError(
-                f"holds a run with another {key} ({previous.get(key)!r}, now {identity.get(key)!r})",
-                file=output_dir, flag="output_dir", hint="use a new --output_dir, or --overwrite_output_dir",
+                f"holds the checkpoints of a run with another {key} ({previous[key]!r}, now {settings.get(key)!r})",
+                file=output_dir, flag="output_dir",
+                hint=f"pass the same {key} to resume it, or use a new --output_dir, or --overwrite_output_dir",
             )
+
+
+class RunLock:
+    """run.lock: one run per output_dir. A second run refuses to start; a lock whose process is gone (same host,
+    dead pid: a kill -9, a crash) is taken over with a warning.
+
+    The file is created exclusively on local disks. Object stores (gs://) have no exclusive create, so there two
+    runs starting in the same second can both proceed; the lock still stops the usual case, a second command
+    into a directory in use.
+    """
+
+    def __init__(self, output_dir: str):
+        self.path = os.path.join(output_dir, LOCK_FILE)
+        self.holder = {"command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])[:500],
+                       "host": socket.gethostname(), "pid": os.getpid(),
+                       "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+        self.held = False
+
+    def acquire(self) -> None:
+        current = self._read()
+        if current is not None:
+            if (current.get("host"), current.get("pid")) == (self.holder["host"], self.holder["pid"]):
+                return  # this process holds it already (a TextClassifier that fits, then evaluates)
+            if current and (current.get("host") != self.holder["host"] or _process_alive(current.get("pid"))):
+                raise self._in_use(current)
+            logging.warning("Taking over %s from a run that is gone (pid %s, started %s)", self.path,
+                            current.get("pid"), current.get("started"))
+            tf.io.gfile.remove(self.path)
+        if not self._create():
+            raise self._in_use(self._read() or {})
+        self.held = True
+        atexit.register(self.release)
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            current = self._read()
+            if current and current.get("pid") == self.holder["pid"] and current.get("host") == self.holder["host"]:
+                tf.io.gfile.remove(self.path)
+
+    def _create(self) -> bool:
+        content = json.dumps(self.holder, indent=2) + "\n"
+        if "://" in self.path:
+            with tf.io.gfile.GFile(self.path, "w") as f:
+                f.write(content)
+            return True
+        try:
+            descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        except OSError as error:
+            raise InputError(f"cannot write in it ({error.strerror})", file=os.path.dirname(self.path),
+                             flag="output_dir", hint="use a writable --output_dir") from None
+        with os.fdopen(descriptor, "w") as f:
+            f.write(content)
+        return True
+
+    def _read(self) -> dict | None:
+        try:
+            with tf.io.gfile.GFile(self.path) as f:
+                return json.load(f)
+        except tf.errors.NotFoundError:
+            return None
+        except ValueError:  # half-written by a run killed while taking it: nobody holds it
+            return {}
+
+    def _in_use(self, current: dict) -> InputError:
+        return InputError(
+            f"another run is using it: `{current.get('command', '?')}` (pid {current.get('pid', '?')} on "
+            f"{current.get('host', '?')}, since {current.get('started', '?')})", file=os.path.dirname(self.path),
+            flag="output_dir", hint=f"wait for it to finish or use another --output_dir; if that run is gone, "
+                                    f"delete {self.path}")
+
+
+def _process_alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's
+        return True
+    return True
 
 
 class BestWeights:

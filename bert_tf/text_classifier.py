@@ -36,7 +36,8 @@ from bert_tf.evaluation import compute_metrics
 from bert_tf.labels import LabelSpace
 from bert_tf.records import read_metadata
 from bert_tf.reports import load_thresholds
-from bert_tf.run import ClassifierRun, RunConfig
+from bert_tf.run import ClassifierRun
+from bert_tf.run_config import RunConfig
 from bert_tf.run_directory import RUN_FILE
 
 # A table: a DataFrame, a file create_tfrecords reads, {column: values}, or (texts, labels) / (texts, texts_b, labels).

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
+import signal
+import threading
 import time
 from typing import Protocol
 
@@ -21,7 +24,7 @@ import tensorflow as tf
 from absl import logging
 from tensorboard.plugins.hparams import api as hp
 
-from bert_tf.errors import InputError
+from bert_tf.errors import InputError, Stopped
 from bert_tf.input_pipeline import model_inputs, train_dataset
 from bert_tf.optimization import clip_gradients
 from bert_tf.progress import Progress
@@ -36,6 +39,51 @@ class TrainingDiverged(Exception):
 
 class WorkerLost(Exception):
     """Another worker of a multi-worker run stopped; every worker must be restarted to resume."""
+
+
+class RecordsDamaged(Exception):
+    """A record file ended mid-record or failed its checksum (a truncated copy, a full disk at create time)."""
+
+
+def os_reason(error: Exception) -> str:
+    """The operating system's words in a TensorFlow I/O error ("No space left on device"), without TF's prefix."""
+    message = getattr(error, "message", None) or getattr(error, "strerror", None) or str(error)
+    message = re.sub(r"\{\{.*?\}\}\s*", "", message).splitlines()[0]
+    return message.rsplit("; ", 1)[-1][:200]
+
+
+class StopSignals:
+    """While training: SIGTERM (a preemptible VM, a TPU maintenance event, Kubernetes) or Ctrl-C asks the loop
+    to stop at the next step boundary, i.e. when the running tf.function call returns (Python handlers run
+    only between calls), after a checkpoint there. A second Ctrl-C stops at once.
+
+    Why not tf.distribute.experimental.PreemptionCheckpointHandler: on GCE CPU and TPU VMs it only logs that
+    it is unsupported and never saves, and it counts its own calls in the checkpoint; this loop already has
+    the step and the checkpoint manager, and agrees across workers with one all-reduce per call
+    (Trainer._any_worker_stopping).
+    """
+
+    def __init__(self):
+        self.received: int | None = None  # the first signal's number
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signal_number: int, frame) -> None:
+        if self.received is not None and signal_number == signal.SIGINT:
+            raise KeyboardInterrupt
+        if self.received is None:
+            self.received = signal_number
+            logging.warning("%s: stopping at the next step boundary, after a checkpoint (Ctrl-C again stops at once)",
+                            signal.Signals(signal_number).name)
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():  # Python only lets the main thread handle them
+            for signal_number in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signal_number] = signal.signal(signal_number, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signal_number, handler in self._previous.items():
+            signal.signal(signal_number, handler)
 
 
 @dataclasses.dataclass
@@ -172,7 +220,7 @@ class Trainer:
         """Runs (or resumes) training to the planned number of steps, or until `monitor` stops it; returns the step."""
         config = self.config
         restored = restore_latest(self.checkpoint, self.restore_from)
-        step = self.global_step
+        step = self._first_step = self.global_step
         total_steps = config.total_steps(self.metadata)
         if restored:
             logging.info("Resuming from %s at step %d of %d", restored, step, total_steps)
@@ -185,7 +233,7 @@ class Trainer:
         progress.done = step
         profiler = StepProfiler(os.path.join(config.output_dir, "train"), config.profile_steps if config.is_chief else None)
         evaluations = [point for point in config.evaluation_steps(self.metadata) if point > step] if monitor else []
-        with writer.as_default(), progress, profiler:
+        with writer.as_default(), progress, profiler, StopSignals() as self._signals:
             if config.is_chief and config.hparams:
                 hp.hparams(config.hparams)
             while step < total_steps:
@@ -196,7 +244,7 @@ class Trainer:
                     monitor.evaluate_during_training(step)
                     if monitor.should_stop(step):
                         if step % config.save_checkpoints_steps:  # not saved yet: a rerun resumes (and stops) here
-                            self.manager.save(checkpoint_number=step)
+                            self._save(step)
                         logging.info("Early stopping at step %d of %d", step, total_steps)
                         break
         writer.flush()
@@ -217,6 +265,7 @@ class Trainer:
             iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
             epoch_end = min((epoch + 1) * steps_per_epoch, stop_at)
             while step < epoch_end:
+                self._stop_if_signalled(step)
                 next_save = (step // config.save_checkpoints_steps + 1) * config.save_checkpoints_steps
                 num_steps = min(config.steps_per_loop, epoch_end - step, next_save - step)
                 profiler.before(step)
@@ -227,8 +276,44 @@ class Trainer:
                 step += num_steps
                 self._log_steps(step, num_steps, loss, elapsed, progress)
                 if step % config.save_checkpoints_steps == 0 or step == total_steps:
-                    self.manager.save(checkpoint_number=step)
+                    self._save(step)
         return step
+
+    def _save(self, step: int) -> None:
+        """model.ckpt-step; a failed write (a full disk) removes its partial files and says how to go on."""
+        try:
+            self.manager.save(checkpoint_number=step)
+        except (tf.errors.OpError, OSError) as error:
+            prefix = os.path.join(self.manager.directory, f"{CHECKPOINT_NAME}-{step}")
+            for partial in tf.io.gfile.glob(prefix + "_temp*") + tf.io.gfile.glob(prefix + ".*"):
+                if tf.io.gfile.isdir(partial):
+                    tf.io.gfile.rmtree(partial)
+                else:
+                    tf.io.gfile.remove(partial)
+            raise InputError(f"cannot write checkpoint {os.path.basename(prefix)} ({os_reason(error)})",
+                             file=self.manager.directory, flag="output_dir",
+                             hint="free space (or fix the permissions); the same command then resumes from the "
+                                  "last checkpoint") from None
+
+    def _stop_if_signalled(self, step: int) -> None:
+        """At a step boundary: if this or any other worker got SIGTERM/Ctrl-C, all save step's checkpoint and stop."""
+        if not self._any_worker_stopping(self._signals.received is not None):
+            return
+        if step % self.config.save_checkpoints_steps and step != self._first_step:  # not saved there yet
+            self._save(step)
+        signal_number = self._signals.received or signal.SIGTERM
+        cause = "" if self._signals.received else " (another worker was stopped)"
+        raise Stopped(f"stopped at step {step}{cause}; the same command resumes", signal_number)
+
+    def _any_worker_stopping(self, stopping_here: bool) -> bool:
+        if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return stopping_here
+        flag = self.strategy.run(lambda: tf.constant(1.0 if stopping_here else 0.0))
+        try:
+            return float(self.strategy.reduce(tf.distribute.ReduceOp.SUM, flag, axis=None)) > 0
+        except (tf.errors.UnavailableError, tf.errors.AbortedError) as error:
+            raise WorkerLost(f"a worker stopped ({error.message.splitlines()[0][:200]}); run the same command again "
+                             f"on every worker to resume from the last checkpoint") from None
 
     def _log_steps(self, step: int, num_steps: int, loss: float, elapsed: float, progress: Progress) -> None:
         examples_per_sec = num_steps * self.config.global_batch_size / elapsed
@@ -242,6 +327,10 @@ class Trainer:
         """One call of the compiled loop: num_steps steps from `step`; returns their mean loss."""
         try:
             loss = float(self.train_steps(iterator, tf.constant(num_steps)))
+        except tf.errors.DataLossError as error:
+            raise RecordsDamaged(
+                f"{self.config.data_dir}: a train record file is damaged or truncated "
+                f"({error.message.splitlines()[0][:200]}); rewrite the records with create_tfrecords") from None
         except (tf.errors.UnavailableError, tf.errors.AbortedError) as error:
             if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
                 raise

@@ -1,10 +1,12 @@
-"""Faults during training: a diverging loss, a damaged checkpoint, a process killed with SIGKILL."""
+"""Faults during training: a diverging loss, a damaged checkpoint, a process killed with SIGKILL, stopped with
+SIGTERM or Ctrl-C (one worker of two, too), damaged records, a full disk."""
 
 from __future__ import annotations
 
 import glob
 import os
 import re
+import signal
 import subprocess
 import time
 
@@ -185,3 +187,131 @@ def test_killed_worker_then_restarted_cluster_resumes_from_the_chiefs_checkpoint
     final = tf.train.latest_checkpoint(out)
     assert final == os.path.join(out, f"model.ckpt-{KILL_TOTAL}")
     assert_same_training_state(uninterrupted, final)
+
+
+# SIGTERM tests: checkpoints only every 10 steps, so the one written on the signal is the run's own doing.
+SIGNAL_FLAGS = [*KILL_FLAGS, "--save_checkpoints_steps=10"]
+STOPPED_LINE = re.compile(r"^stopped at step (\d+)( \(another worker was stopped\))?; the same command resumes$", re.M)
+
+
+def stopped_step(log: str) -> int:
+    lines = STOPPED_LINE.findall(read_log(log))
+    assert len(lines) == 1, read_log(log)[-3000:]
+    return int(lines[0][0])
+
+
+@pytest.mark.parametrize("after_step, signal_number", [
+    (10, signal.SIGTERM),
+    pytest.param(30, signal.SIGINT, marks=pytest.mark.slow),
+    pytest.param(50, signal.SIGTERM, marks=pytest.mark.slow),
+])
+def test_signalled_run_checkpoints_at_the_next_step_and_resumes_to_the_same_state(
+        after_step, signal_number, uninterrupted, tiny_records, tiny_encoder, tmp_path):
+    """SIGTERM (a preemption) or Ctrl-C: a checkpoint at the step the signal found, one line, exit code 128 +
+    the signal; the same command then ends at the weights and AdamW state of a run never stopped."""
+    out, log = str(tmp_path / "stopped"), str(tmp_path / "stopped.log")
+    process = start_classifier(tiny_records, tiny_encoder, out, *SIGNAL_FLAGS, log=log)
+    try:
+        wait_for_checkpoint(out, after_step, [process], [log])
+        process.send_signal(signal_number)
+        process.wait(timeout=120)
+    finally:
+        stop([process])
+    assert process.returncode == 128 + signal_number, read_log(log)[-3000:]
+    assert "Traceback" not in read_log(log)
+    step = stopped_step(log)
+    assert after_step <= step < KILL_TOTAL
+    assert tf.train.latest_checkpoint(out) == os.path.join(out, f"model.ckpt-{step}")
+    assert read_optimizer_state(os.path.join(out, f"model.ckpt-{step}"))[ITERATIONS] == step
+    assert not os.path.exists(os.path.join(out, "run.lock"))
+
+    resumed = run_classifier(tiny_records, tiny_encoder, out, *SIGNAL_FLAGS)
+    assert f"at step {step} of {KILL_TOTAL}" in resumed.stderr, resumed.stderr[-3000:]
+    assert_same_training_state(uninterrupted, tf.train.latest_checkpoint(out))
+
+
+@pytest.mark.slow
+def test_sigterm_on_one_of_two_workers_stops_both_at_one_step_and_the_cluster_resumes(uninterrupted, tiny_records,
+                                                                                     tiny_encoder, tmp_path):
+    """SIGTERM to worker 1 only (its VM is preempted): both workers agree (one all-reduce per loop call) and
+    save the same step, each says so, both exit 143; restarted, the cluster ends where an uninterrupted run ends."""
+    out = str(tmp_path / "multi_worker")
+    logs = [str(tmp_path / f"worker{index}.log") for index in range(2)]
+    processes = start_workers(tiny_records, tiny_encoder, out, *SIGNAL_FLAGS, logs=logs)
+    try:
+        wait_for_checkpoint(out, 10, processes, logs)
+        processes[1].send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait(timeout=180)
+    finally:
+        stop(processes)
+    assert [process.returncode for process in processes] == [143, 143], [read_log(log)[-2000:] for log in logs]
+    steps = [stopped_step(log) for log in logs]
+    assert steps[0] == steps[1] and 10 <= steps[0] < KILL_TOTAL
+    assert "another worker was stopped" in read_log(logs[0]) and "another worker" not in read_log(logs[1])
+    assert tf.train.latest_checkpoint(out) == os.path.join(out, f"model.ckpt-{steps[0]}")
+
+    logs = [str(tmp_path / f"restarted{index}.log") for index in range(2)]
+    processes = start_workers(tiny_records, tiny_encoder, out, *SIGNAL_FLAGS, logs=logs)
+    try:
+        outputs = [finish(process, log) for process, log in zip(processes, logs)]
+    finally:
+        stop(processes)
+    assert all(f"at step {steps[0]} of {KILL_TOTAL}" in output for output in outputs)
+    assert_same_training_state(uninterrupted, tf.train.latest_checkpoint(out))
+
+
+def copy_records(tiny_records: str, directory: str) -> str:
+    import shutil
+
+    return shutil.copytree(tiny_records, directory)
+
+
+def test_truncated_train_records_give_one_line(tiny_records, tiny_encoder, tmp_path):
+    records = copy_records(tiny_records, str(tmp_path / "records"))
+    path = os.path.join(records, "train.tf_record")
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) * 2 // 3)
+    result = run_classifier(records, tiny_encoder, str(tmp_path / "run"), "--do_train", "--num_train_epochs=1",
+                            check=False)
+    assert_one_error_line(result, "train record file is damaged or truncated", "create_tfrecords")
+
+
+def test_truncated_dev_records_give_one_line(tiny_records, tiny_encoder, tmp_path):
+    records = copy_records(tiny_records, str(tmp_path / "records"))
+    path = os.path.join(records, "eval.tf_record")
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+    result = run_classifier(records, tiny_encoder, str(tmp_path / "run"), "--do_train", "--do_eval",
+                            "--num_train_epochs=0.2", check=False)
+    assert_one_error_line(result, "dev records are damaged or truncated")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs: room for the run's small files, not for a checkpoint of the tiny model with AdamW."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()})")
+    yield str(mount_point)
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_full_disk_at_a_checkpoint_gives_one_line_and_leaves_no_partial_checkpoint(tiny_records, tiny_encoder,
+                                                                                    small_disk):
+    out = os.path.join(small_disk, "run")
+    result = run_classifier(tiny_records, tiny_encoder, out, "--do_train", "--num_train_epochs=1",
+                            "--save_checkpoints_steps=2", check=False)
+    assert_one_error_line(result, "--output_dir", "No space left on device", "resumes")
+    assert not glob.glob(os.path.join(out, "model.ckpt-*_temp*")), os.listdir(out)
+    assert not os.path.exists(os.path.join(out, "run.lock"))
+
+
+def test_read_only_output_dir_gives_one_line(tiny_records, tiny_encoder, small_disk):
+    subprocess.run(["mount", "-o", "remount,ro", small_disk], check=True)
+    result = run_classifier(tiny_records, tiny_encoder, os.path.join(small_disk, "run"), "--do_train",
+                            "--num_train_epochs=0.2", check=False)
+    assert_one_error_line(result, "--output_dir", "Read-only file system")

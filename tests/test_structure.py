@@ -78,7 +78,7 @@ print(json.dumps({flag.name: flag.default for flag in flags.FLAGS.get_key_flags_
 
 
 def test_run_config_is_run_classifiers_flags_with_their_defaults():
-    from bert_tf.run import RunConfig
+    from bert_tf.run_config import RunConfig
 
     result = subprocess.run([sys.executable, "-c", CLASSIFIER_FLAG_DEFAULTS], capture_output=True, text=True, check=True)
     flag_defaults = json.loads(result.stdout.splitlines()[-1])
