@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -261,14 +262,8 @@ def test_sigterm_on_one_of_two_workers_stops_both_at_one_step_and_the_cluster_re
     assert_same_training_state(uninterrupted, tf.train.latest_checkpoint(out))
 
 
-def copy_records(tiny_records: str, directory: str) -> str:
-    import shutil
-
-    return shutil.copytree(tiny_records, directory)
-
-
 def test_truncated_train_records_give_one_line(tiny_records, tiny_encoder, tmp_path):
-    records = copy_records(tiny_records, str(tmp_path / "records"))
+    records = shutil.copytree(tiny_records, str(tmp_path / "records"))
     path = os.path.join(records, "train.tf_record")
     with open(path, "r+b") as f:
         f.truncate(os.path.getsize(path) * 2 // 3)
@@ -278,7 +273,7 @@ def test_truncated_train_records_give_one_line(tiny_records, tiny_encoder, tmp_p
 
 
 def test_truncated_dev_records_give_one_line(tiny_records, tiny_encoder, tmp_path):
-    records = copy_records(tiny_records, str(tmp_path / "records"))
+    records = shutil.copytree(tiny_records, str(tmp_path / "records"))
     path = os.path.join(records, "eval.tf_record")
     with open(path, "r+b") as f:
         f.truncate(os.path.getsize(path) // 2)

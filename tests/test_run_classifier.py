@@ -162,6 +162,19 @@ def test_refuses_an_output_dir_of_another_run(tiny_records, tiny_encoder, tmp_pa
         (["--encoder=/no/such/encoder"], {}, "--encoder"),
         (["--profile_steps=5"], {}, "--profile_steps: '5' is not START,END"),
         (["--do_eval", "--tune_thresholds"], {}, "--tune_thresholds: tunes multi-label thresholds"),
+        (["--train_batch_size=0"], {}, "--train_batch_size: 0 is out of range"),
+        (["--train_batch_size=-8"], {}, "--train_batch_size: -8 is out of range"),
+        (["--eval_batch_size=0"], {}, "--eval_batch_size: 0 is out of range"),
+        (["--save_checkpoints_steps=0"], {}, "--save_checkpoints_steps: 0 is out of range"),
+        (["--learning_rate=-1e-4"], {}, "--learning_rate: -0.0001 is out of range"),
+        (["--num_train_epochs=0"], {}, "--num_train_epochs: 0.0 is out of range"),
+        (["--warmup_proportion=1.5"], {}, "--warmup_proportion: 1.5 is out of range"),
+        (["--dropout_rate=1"], {}, "--dropout_rate: 1.0 is out of range"),
+        (["--iterations_per_loop=0"], {}, "--iterations_per_loop: 0 is out of range"),
+        (["--gradient_accumulation_steps=0"], {}, "--gradient_accumulation_steps: 0 is out of range"),
+        (["--init_checkpoint=/no/such/model.ckpt-5"], {}, "--init_checkpoint, /no/such/model.ckpt-5: no such checkpoint"),
+        (["--train_batch_size=eight"], {}, "--train_batch_size"),
+        (["--no_such_flag=1"], {}, "Unknown command line flag 'no_such_flag'"),
     ],
 )
 def test_bad_flags_give_one_line(tiny_records, tiny_encoder, tmp_path, flags, env, expected):
@@ -169,3 +182,23 @@ def test_bad_flags_give_one_line(tiny_records, tiny_encoder, tmp_path, flags, en
                f"--encoder={tiny_encoder}", f"--output_dir={tmp_path / 'run'}", "--do_train", *flags]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
     assert_one_error_line(result, expected)
+
+
+@pytest.mark.parametrize("command", ["run_classifier", "create_tfrecords", "export_encoder", "export_tflite"])
+def test_a_flag_typo_answers_before_tensorflow_loads(command):
+    """A misspelt flag is one line and exit code 2, decided before the seconds-long TensorFlow import:
+    -X importtime lists every module imported, and tensorflow is not among them."""
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", f"bert_tf.{command}", "--do_trian"],
+                            capture_output=True, text=True, timeout=120)
+    assert_one_error_line(result, "Unknown command line flag 'do_trian'")
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "bert_tf.flags" in imported and "tensorflow" not in imported
+
+
+def test_out_of_range_values_answer_before_tensorflow_loads(tmp_path):
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "bert_tf.run_classifier", "--do_train",
+                             f"--data_dir={tmp_path}", f"--output_dir={tmp_path / 'run'}", "--learning_rate=-1e-4"],
+                            capture_output=True, text=True, timeout=120)
+    assert_one_error_line(result, "--learning_rate", "out of range")
+    assert not any(line.rstrip().endswith("| tensorflow") for line in result.stderr.splitlines())
+    assert not os.path.exists(tmp_path / "run")
