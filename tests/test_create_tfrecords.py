@@ -300,6 +300,10 @@ BAD_INPUTS = {
     "gz that is not gzip": ({"t.csv.gz": OK_CSV}, ["--train_file={tmp}/t.csv.gz"], ["t.csv.gz", "gzip"]),
     "parquet nested column": ({"t.parquet": _parquet}, ["--train_file={tmp}/t.parquet"],
                               ["t.parquet", "column 'label'", "nested"]),
+    "jsonl text holding an object": ({"t.jsonl": '{"text": "good", "label": "pos"}\n{"text": {"en": "bad"}, "label": "neg"}\n'},
+                                     ["--train_file={tmp}/t.jsonl"], ["t.jsonl", "row 2", "column 'text'", "JSON object"]),
+    "jsonl line not an object": ({"t.jsonl": '{"text": "good", "label": "pos"}\n["bad", "neg"]\n'},
+                                 ["--train_file={tmp}/t.jsonl"], ["t.jsonl", "row 2", "not an object"]),
     "duplicate column names": ({"t.csv": "text,label,text\ngood,pos,a\nbad,neg,b\n"}, ["--train_file={tmp}/t.csv"],
                                ["t.csv", "row 1", "duplicate column name 'text'"]),
     "max_seq_length 0": ({"t.csv": OK_CSV}, ["--train_file={tmp}/t.csv", "--max_seq_length=0"],
@@ -431,3 +435,31 @@ def test_ten_megabyte_cells_just_work(tmp_path, tiny_vocab):
     assert read_split(out, "test")["input_ids"][1].tolist() == [2, good, film, bad, plot, good, film, 3]
     texts = read_texts(out, "test")
     assert texts[0] == "bad film" and len(texts[1]) == 10 * 2**20 and texts[1] == big
+
+
+def test_sigterm_while_writing_leaves_nothing_behind(tmp_path):
+    """SIGTERM mid-write (a job scheduler, a `timeout`): one line, exit 143, no .staging-* left in the output dir."""
+    import signal
+    import time
+
+    write(tmp_path / "vocab.txt", "\n".join(TINY_VOCAB) + "\n")
+    rows = "".join(f"the film was {'good' if i % 2 else 'bad'} {i},{'pos' if i % 2 else 'neg'}\n" for i in range(200_000))
+    write(tmp_path / "t.csv", "text,label\n" + rows)
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    process = subprocess.Popen([sys.executable, "-m", "bert_tf.create_tfrecords", f"--train_file={tmp_path}/t.csv",
+                                "--text_column=text", "--label_column=label", f"--vocab_file={tmp_path}/vocab.txt",
+                                f"--output_dir={out}"], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out.exists() and any(name.startswith(".staging-") for name in os.listdir(out))):
+            assert process.poll() is None and time.monotonic() < deadline, "never started writing"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 143, stderr[-2000:]
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == "stopped by SIGTERM"
+    assert os.listdir(out) == []
