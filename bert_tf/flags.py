@@ -253,13 +253,13 @@ def define_pretraining_data_flags() -> None:
     tools' groups, so they are defined here only when no group defined them before (tests define several)."""
     define_directory_flags()
     define_encoder_flags()
-    if "input_file" not in FLAGS:
+    if "input_file" not in flags.FLAGS:
         flags.DEFINE_list("input_file", None, "Input files, comma-separated: tables (.tsv/.csv/.jsonl/.parquet) "
                           "and .txt files (a document per line, or documents separated by blank lines), optionally .gz.")
-    if "text_column" not in FLAGS:
+    if "text_column" not in flags.FLAGS:
         flags.DEFINE_string("text_column", None, "Column holding the text; default: the only column, a column named "
                             "text, or the column with the longest cells.")
-    if "max_seq_length" not in FLAGS:
+    if "max_seq_length" not in flags.FLAGS:
         flags.DEFINE_integer("max_seq_length", 128, "Tokens per example after WordPiece, [CLS] and [SEP] included.")
     flags.DEFINE_integer("max_predictions_per_seq", 20, "Most tokens predicted (masked) per example.")
     flags.DEFINE_float("masked_lm_prob", 0.15, "Share of an example's tokens chosen for prediction (rounded, at "

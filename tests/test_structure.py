@@ -44,7 +44,10 @@ def test_only_the_commands_entry_points_read_flags():
                     isinstance(node, ast.Name) and node.id == "FLAGS" for node in ast.walk(function)):
                 readers.add((path, function.name))
     commands = {path for path, tree in package_modules().items() if is_command(tree)}
-    assert {(path, name) for path, name in readers if path not in commands or name not in entry_points} == set()
+    # The one other reader: the parser every command hands to app.run, which fills FLAGS from argv.
+    parser = ("bert_tf/flags.py", "parse_or_exit")
+    assert {(path, name) for path, name in readers
+            if (path not in commands or name not in entry_points) and (path, name) != parser} == set()
 
 
 def test_no_function_is_longer_than_60_lines():
