@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from bert_tf.calibration import expected_calibration_error, fit_temperature
 from bert_tf.errors import InputError
 from bert_tf.heads import TaskHead
 from bert_tf.input_pipeline import model_inputs, padded_eval_dataset
@@ -27,6 +28,7 @@ class Predictions:
     probabilities: np.ndarray
     losses: np.ndarray
     windows: np.ndarray | None = None  # windows per document (sliding-window records)
+    logits: np.ndarray | None = None  # the model's logits, divided by the temperature if one was given
 
 
 class Predictor:
@@ -63,8 +65,10 @@ class Predictor:
 
         self._step = step
 
-    def predict(self, data_dir: str, split: str, metadata: RecordsMetadata | None = None) -> Predictions:
-        """The split's predictions; `metadata` is data_dir's when it holds other records of the same task."""
+    def predict(self, data_dir: str, split: str, metadata: RecordsMetadata | None = None,
+                temperature: float | None = None) -> Predictions:
+        """The split's predictions; `metadata` is data_dir's when it holds other records of the same task;
+        a temperature (bert_tf.calibration) divides the logits before the probabilities are taken."""
         metadata, batch_size = metadata or self.metadata, self.global_batch_size
         dataset = padded_eval_dataset(data_dir, split, metadata, batch_size, self.batches_per_bucket_window)
         size = metadata.size(split)
@@ -81,11 +85,13 @@ class Predictor:
         # Multi-worker sharding interleaves examples; (example id, window) restores file order.
         order = np.lexsort((merged["window_index"][real], merged["example_id"][real]))
         merged = {key: value[real][order] for key, value in merged.items()}
+        if temperature is not None:
+            merged["logits"] = merged["logits"] / temperature
         if metadata.windowed:
             return per_document(merged, metadata.head, self.aggregation)
         return Predictions(example_ids=merged["example_id"], labels=merged["labels"],
                            probabilities=metadata.head.probabilities(merged["logits"]).numpy(),
-                           losses=merged["losses"])
+                           losses=merged["losses"], logits=merged["logits"])
 
 
 def per_document(windows: dict[str, np.ndarray], head: TaskHead, aggregation: str) -> Predictions:
@@ -104,7 +110,21 @@ def compute_metrics(predictions: Predictions, metadata: RecordsMetadata,
     if predictions.windows is not None:
         result["eval_windows"] = int(predictions.windows.sum())
     result.update(metadata.head.metrics(predictions.labels, predictions.probabilities, thresholds))
+    if metadata.head.has_classes:
+        confidence, correct = metadata.head.confidence_and_correct(predictions.labels, predictions.probabilities)
+        result["eval_ece"] = expected_calibration_error(confidence, correct)
     return result
+
+
+def calibrate(predictions: Predictions, head: TaskHead) -> tuple[float, dict[str, float]]:
+    """Fits a temperature on these predictions (dev); returns it and the calibrated ECE and loss."""
+    labels = tf.constant(predictions.labels)
+    temperature = fit_temperature(predictions.logits, lambda logits: head.per_example_loss(labels, logits))
+    scaled = predictions.logits / temperature
+    confidence, correct = head.confidence_and_correct(predictions.labels, head.probabilities(scaled).numpy())
+    return temperature, {"eval_temperature": round(temperature, 6),
+                         "eval_ece_calibrated": expected_calibration_error(confidence, correct),
+                         "eval_loss_calibrated": float(tf.reduce_mean(head.per_example_loss(labels, scaled)))}
 
 
 THRESHOLD_GRID = np.round(np.arange(1, 100) / 100, 2)  # 0.01 … 0.99, 0.5 exactly among them

@@ -10,6 +10,8 @@ served texts become exactly the ids the model was trained on. Loading it needs o
 Records written with --long_document=sliding_window make an export that takes whole documents: it cuts them
 into the same windows in-graph and aggregates the windows' logits as run_classifier did. A multi-label
 export returns the labels at or over their thresholds (tuned on dev with --tune_thresholds, else 0.5).
+`text` (and a pair export's `text_b`, as long) must be a 1-D batch of strings: a scalar or a 2-D tensor fails
+with an InvalidArgumentError naming `text_must_be_a_1D_batch_of_strings`; wrap a single text as `[text]`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ class ServingModel(tf.Module):
     """Raw text (and text_b for pairs) → probabilities and the predicted label name(s)."""
 
     def __init__(self, model: keras.Model, vocab_file: str, do_lower_case: bool, metadata: RecordsMetadata,
-                 aggregation: str = "mean", thresholds: np.ndarray | None = None, global_step: int = 0):
+                 aggregation: str = "mean", thresholds: np.ndarray | None = None, global_step: int = 0,
+                 temperature: float | None = None):
         super().__init__()
         self.model = model
         self._global_step = global_step
@@ -47,6 +50,7 @@ class ServingModel(tf.Module):
         self._truncation = {} if metadata.windowed else {"truncation": metadata.long_document,
                                                          "head_tokens": metadata.head_tokens}
         self._aggregation = aggregation
+        self._temperature = 1.0 if temperature is None else float(temperature)  # --calibrate's; 1: none
         if thresholds is None:
             thresholds = self._head.default_thresholds(len(self._label_names))
         self._thresholds = None if thresholds is None else tf.constant(thresholds, tf.float32)
@@ -87,6 +91,7 @@ class ServingModel(tf.Module):
                                        else self._truncation["head_tokens"], tf.int32),  # -1: the default
             "aggregation": tf.constant(self._aggregation),
             "thresholds": thresholds,
+            "temperature": tf.constant(self._temperature, tf.float32),
         }
 
     def _logits(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
@@ -114,10 +119,10 @@ class ServingModel(tf.Module):
         tokens = [t.tokenize(s) for s in segments]
         if not self._window_stride:
             inputs = pack_inputs(tokens, self._seq_length, t.cls_id, t.sep_id, t.pad_id, **self._truncation)
-            return self._head.probabilities(self._logits(inputs))
+            return self._head.probabilities(self._logits(inputs) / self._temperature)
         window = self._seq_length - num_special_tokens(1)
         windows, document, _ = sliding_windows(tokens[0], window, self._window_stride)
-        logits = self._logits(pack_inputs([windows], self._seq_length, t.cls_id, t.sep_id, t.pad_id))
+        logits = self._logits(pack_inputs([windows], self._seq_length, t.cls_id, t.sep_id, t.pad_id)) / self._temperature
         return aggregate(logits, document, tf.shape(segments[0])[0], self._head, self._aggregation)
 
     def _predict(self, segments: list[tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -126,11 +131,30 @@ class ServingModel(tf.Module):
 
     def signature(self) -> tf.types.experimental.ConcreteFunction:
         if self._paired:
-            fn = tf.function(lambda text, text_b: self._predict([text, text_b]))
+            fn = tf.function(lambda text, text_b: self._predict(checked_pair(text, text_b)))
             return fn.get_concrete_function(tf.TensorSpec([None], tf.string, name="text"),
                                             tf.TensorSpec([None], tf.string, name="text_b"))
-        fn = tf.function(lambda text: self._predict([text]))
+        fn = tf.function(lambda text: self._predict([checked_batch(text)]))
         return fn.get_concrete_function(tf.TensorSpec([None], tf.string, name="text"))
+
+
+def checked_batch(strings: tf.Tensor) -> tf.Tensor:
+    """`strings`, failing with an InvalidArgumentError unless it is a 1-D batch.
+
+    A signature does not check the shapes it declares: a scalar string reaches the tokenizer, whose kernels
+    crash the process. A rank test would not do: the declared shape makes TensorFlow fold it into a constant
+    at trace time, while EnsureShape checks the real tensor (its node name is what the error shows).
+    """
+    return tf.ensure_shape(strings, [None], name="text_must_be_a_1D_batch_of_strings")
+
+
+def checked_pair(text: tf.Tensor, text_b: tf.Tensor) -> list[tf.Tensor]:
+    """Both batches checked as `checked_batch` does, and of one length (else a text would meet another's text_b)."""
+    text, text_b = checked_batch(text), checked_batch(text_b)
+    same_length = tf.debugging.assert_equal(
+        tf.shape(text)[0], tf.shape(text_b)[0], message="text and text_b must hold as many strings")
+    with tf.control_dependencies([same_length]):
+        return [tf.identity(text), tf.identity(text_b)]
 
 
 def save_serving_model(serving: ServingModel, export_dir: str) -> str:

@@ -242,12 +242,13 @@ def serving_function(loaded, config: dict, vocab: list[str]):
     names = config["label_names"]
     special = {token: vocab.index(token) for token in ("[CLS]", "[SEP]", "[PAD]")}
     head_tokens = None if config["head_tokens"] < 0 else int(config["head_tokens"])
+    temperature = float(config.get("temperature", 1.0))  # exports before --calibrate have none
 
     def predict(*segments):
         tokens = [tokenizer.tokenize(segment) for segment in segments]
         inputs = pack_for_tflite(tokens, int(config["max_seq_length"]), special["[CLS]"], special["[SEP]"],
                                  special["[PAD]"], config["truncation"], head_tokens)
-        probabilities = head.probabilities(loaded.packed_logits(**inputs))
+        probabilities = head.probabilities(loaded.packed_logits(**inputs) / temperature)
         outputs = {"probabilities": probabilities}
         if isinstance(head, MultiClassHead):
             outputs["label"] = head.serving_labels(probabilities, names, None)

@@ -150,6 +150,10 @@ def define_classifier_flags() -> None:
                       "Records written with --long_document=sliding_window: how the windows' predictions make one "
                       "per document (mean or max of the logits, or a majority vote).")
     _define_best_model_flags()
+    flags.DEFINE_boolean("calibrate", False,
+                         "Fit a temperature on dev (Guo et al. 2017) that divides the logits: eval_results.txt gets "
+                         "eval_ece_calibrated and eval_temperature beside eval_ece; saved in calibration.json and used "
+                         "by --do_predict and the export. Needs --do_eval.")
     flags.DEFINE_boolean("tune_thresholds", False,
                          "Multi-label: choose each label's threshold on dev to maximise its F1 (default 0.5); saved "
                          "in thresholds.json and used by --do_predict and the export.")

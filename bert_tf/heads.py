@@ -63,6 +63,10 @@ class TaskHead:
         """(A per-class or per-label report as text, or None; what eval_metrics.json adds to the metrics)."""
         return None, {}
 
+    def confidence_and_correct(self, labels: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each decision's confidence and whether it was right, for the calibration error (heads with classes)."""
+        raise NotImplementedError
+
     def label_strings(self, probabilities: np.ndarray, names: list[str],
                       thresholds: np.ndarray | None = None) -> list[tuple[str, float]]:
         """Each row's predicted label (several: comma-joined) and the probability it was chosen with."""
@@ -99,6 +103,10 @@ class MultiClassHead(TaskHead):
 
     def window_votes(self, window_probabilities: tf.Tensor) -> tf.Tensor:
         return tf.one_hot(tf.argmax(window_probabilities, axis=-1), tf.shape(window_probabilities)[-1])
+
+    def confidence_and_correct(self, labels: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The predicted class's probability; whether it is the label (Guo et al.'s top-label calibration)."""
+        return probabilities.max(axis=1), probabilities.argmax(axis=1) == labels
 
     def metrics(self, labels: np.ndarray, probabilities: np.ndarray, thresholds: np.ndarray | None) -> dict[str, float]:
         predicted = probabilities.argmax(axis=1)
@@ -173,6 +181,10 @@ class MultiLabelHead(TaskHead):
 
     def window_votes(self, window_probabilities: tf.Tensor) -> tf.Tensor:
         return tf.cast(window_probabilities >= 0.5, tf.float32)
+
+    def confidence_and_correct(self, labels: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every (example, label) yes/no decision at 0.5: its probability max(p, 1 − p); whether it is right."""
+        return np.maximum(probabilities, 1 - probabilities), (probabilities >= 0.5) == labels.astype(bool)
 
     def _thresholds(self, thresholds: np.ndarray | None, num_labels: int) -> np.ndarray:
         return self.default_thresholds(num_labels) if thresholds is None else thresholds

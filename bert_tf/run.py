@@ -11,6 +11,7 @@ run_classifier (the command line) builds the RunConfig from its flags and calls 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import keras
@@ -22,7 +23,8 @@ from bert_tf import distribution, reports, run_directory
 from bert_tf.encoders.hub_layers import HubEncoder
 from bert_tf.encoders.loading import encoder_info
 from bert_tf.errors import InputError
-from bert_tf.evaluation import Predictions, Predictor, compute_metrics, tune_thresholds
+from bert_tf.calibration import load_temperature, save_temperature
+from bert_tf.evaluation import Predictions, Predictor, calibrate, compute_metrics, tune_thresholds
 from bert_tf.export import ServingModel, save_serving_model
 from bert_tf.files import atomic_write
 from bert_tf.model import BertClassifier, choose_pooling
@@ -50,6 +52,9 @@ def validate(config: RunConfig) -> RecordsMetadata:
     if config.tune_thresholds and (not metadata.head.tunes_thresholds or not config.do_eval):
         raise InputError("tunes multi-label thresholds on dev: it needs multi-label records and --do_eval",
                          flag="tune_thresholds")
+    if config.calibrate and (not config.do_eval or not metadata.head.has_classes or metadata.windowed):
+        raise InputError("fits a temperature on dev: it needs --do_eval and classes (multi-class or multi-label), "
+                         "and records without --long_document=sliding_window", flag="calibrate")
     if metadata.windowed and config.aggregation == "vote" and not metadata.head.votes:
         raise InputError("vote needs classes", flag="aggregation",
                          hint=f"aggregate {metadata.task_type} windows with mean or max")
@@ -246,6 +251,15 @@ class ClassifierRun:
         else:
             predictions = self.predictor.predict(self.config.data_dir, "dev")
             result = {**compute_metrics(predictions, self.metadata), "global_step": step}
+        if self.config.calibrate:
+            temperature, calibrated = calibrate(predictions, self.metadata.head)
+            result.update(calibrated)
+            if self.chief:
+                save_temperature(self.config.output_dir, temperature, step)
+            # Decisions from here on (tuned thresholds, the report) see what predict and the export will give.
+            scaled = predictions.logits / temperature
+            predictions = dataclasses.replace(predictions, logits=scaled,
+                                              probabilities=self.metadata.head.probabilities(scaled).numpy())
         thresholds = None
         if self.config.tune_thresholds:
             thresholds = tune_thresholds(predictions)
@@ -267,7 +281,7 @@ class ClassifierRun:
         labels, test_eval_results.txt; returns (the predictions, the test metrics or None)."""
         output_dir = self.config.output_dir
         thresholds = reports.load_thresholds(output_dir, self.metadata)
-        predictions = self.predictor.predict(self.config.data_dir, "test")
+        predictions = self.predictor.predict(self.config.data_dir, "test", temperature=load_temperature(output_dir))
         result = None
         if self.metadata.test_has_labels:
             # The test split came with labels (BBC News, MRPC, …): score it too, in its own file.
@@ -287,7 +301,7 @@ class ClassifierRun:
         lower = self.encoder.do_lower_case if config.do_lower_case is None else config.do_lower_case
         return ServingModel(self.model, config.vocab_file or self.encoder.vocab_file, lower, self.metadata,
                             config.aggregation, reports.load_thresholds(config.output_dir, self.metadata),
-                            global_step=self.weights_step)
+                            global_step=self.weights_step, temperature=load_temperature(config.output_dir))
 
     def export(self, export_dir: str | None = None) -> str | None:
         """The serving SavedModel in export_dir (default output_dir/export); chief only, others return None."""

@@ -51,6 +51,7 @@ class RunConfig:
     final_weights: str = "best"
     aggregation: str = "mean"
     tune_thresholds: bool = False
+    calibrate: bool = False
     # Hardware
     distribution_strategy: str = "auto"
     num_gpus: int | None = None

@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from bert_tf.calibration import CALIBRATION_FILE
 from bert_tf.errors import InputError
 from bert_tf.files import atomic_write
 from bert_tf.reports import THRESHOLDS_FILE, read_results, results_text
@@ -74,14 +75,15 @@ def prepare(output_dir: str, identity: dict, training_settings: dict | None, ove
         except OSError as error:
             raise InputError(f"cannot write in it ({error.strerror or error})", file=output_dir, flag="output_dir",
                              hint="use a writable --output_dir") from None
-        stale_thresholds = os.path.join(output_dir, THRESHOLDS_FILE)
-        if training_settings is not None and tf.io.gfile.exists(stale_thresholds):
-            tf.io.gfile.remove(stale_thresholds)
+        for stale in (THRESHOLDS_FILE, CALIBRATION_FILE):  # fitted to weights that training replaces
+            path = os.path.join(output_dir, stale)
+            if training_settings is not None and tf.io.gfile.exists(path):
+                tf.io.gfile.remove(path)
 
 
 def remove_earlier_run(output_dir: str) -> None:
     for name in tf.io.gfile.listdir(output_dir):
-        if name.startswith(("model.ckpt-", "checkpoint", RUN_FILE, THRESHOLDS_FILE)) or name.rstrip("/") in (BEST_DIR, "train", "eval"):
+        if name.startswith(("model.ckpt-", "checkpoint", RUN_FILE, THRESHOLDS_FILE, CALIBRATION_FILE)) or name.rstrip("/") in (BEST_DIR, "train", "eval"):
             target = os.path.join(output_dir, name.rstrip("/"))
             if tf.io.gfile.isdir(target):
                 tf.io.gfile.rmtree(target)

@@ -1,10 +1,15 @@
-"""The serving model: a large call runs in length-sorted chunks and returns what one padded batch would."""
+"""The serving model: a large call runs in length-sorted chunks and returns what one padded batch would; input that
+is not a 1-D batch of strings is an error, not a crash."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from conftest import TINY_WORDS
 
@@ -29,3 +34,47 @@ def test_chunked_call_equals_one_padded_batch(tiny_encoder):
     expected = tf.nn.softmax(model(padded, training=False)).numpy()
     np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, atol=1e-5)
     assert [label.decode() for label in outputs["label"].numpy()] == [["a", "b", "c"][i] for i in expected.argmax(1)]
+
+
+# Each bad call in one fresh process: a crash (segfault) fails the test instead of killing pytest, and a good
+# call after the bad ones shows the process is alive.
+BAD_CALLS = """
+import json, tensorflow as tf, tensorflow_text
+serve = tf.saved_model.load({export_dir!r}).signatures["serving_default"]
+errors = []
+for call in {calls!r}:
+    try:
+        serve(**{{name: tf.constant(value) for name, value in call.items()}})
+        errors.append(None)
+    except tf.errors.InvalidArgumentError as error:
+        errors.append(str(error))
+good = serve(**{{name: tf.constant([value]) for name, value in {good!r}.items()}})
+print(json.dumps({{"errors": errors, "shape": good["probabilities"].shape.as_list()}}))
+"""
+
+
+def save_tiny_export(tiny_encoder: str, export_dir: str, paired: bool) -> str:
+    model = BertClassifier(HubEncoder(os.path.join(tiny_encoder, "encoder")), 3, pooling="mean")
+    metadata = RecordsMetadata(task_type="multiclass", num_labels=3, label_names=["a", "b", "c"], max_seq_length=16,
+                               paired=paired)
+    return export.save_serving_model(
+        export.ServingModel(model, os.path.join(tiny_encoder, "vocab.txt"), True, metadata), export_dir)
+
+
+@pytest.mark.parametrize("paired", [False, True], ids=["single", "pair"])
+def test_text_that_is_not_a_1d_batch_is_an_error_not_a_crash(tiny_encoder, tmp_path, paired):
+    export_dir = save_tiny_export(tiny_encoder, str(tmp_path / "export"), paired)
+    if paired:
+        calls = [{"text": "a good film", "text_b": ["x"]}, {"text": ["a good film"], "text_b": "x"},
+                 {"text": [["a", "b"]], "text_b": [["c", "d"]]}, {"text": ["a", "b"], "text_b": ["c"]}]
+        good = {"text": "the film", "text_b": "was good"}
+    else:
+        calls = [{"text": "a good film"}, {"text": [["a good film", "bad"]]}]
+        good = {"text": "the film"}
+    script = BAD_CALLS.format(export_dir=export_dir, calls=calls, good=good)
+    served = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert served.returncode == 0, served.stderr[-3000:]
+    result = json.loads(served.stdout.strip().splitlines()[-1])
+    expected = ["text_must_be_a_1D_batch_of_strings"] * (len(calls) - paired) + ["as many strings"] * paired
+    assert [error is not None and part in error for error, part in zip(result["errors"], expected)] == [True] * len(calls)
+    assert result["shape"] == [1, 3]
