@@ -1,4 +1,10 @@
-"""Writing outputs so that nothing is ever half-written: a temp name in the same directory, then a rename."""
+"""Writing outputs so that nothing is ever half-written: a temp name in the same directory, then a rename.
+
+Paths with a scheme (`gs://`, `s3://`, TF's in-process `ram://`: any tf.io.gfile file system) work too. Object
+stores have no atomic rename: a file is written under a temp name and then copied to its name (the copy is one
+object write, which readers see whole or not at all); a directory is written on local disk, then copied file by
+file with the file that marks it complete (a SavedModel's saved_model.pb, records' metadata.json) last.
+"""
 
 from __future__ import annotations
 
@@ -25,8 +31,60 @@ def as_umask_allows(path: str) -> None:
     os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_UMASK)
 
 
+def is_remote(path: str) -> bool:
+    """Whether `path` is on a tf.io.gfile file system other than the local disk (gs://, ram://, …)."""
+    return "://" in path and not path.startswith("file://")
+
+
+def exists(path: str) -> bool:
+    if is_remote(path):
+        import tensorflow as tf
+
+        return tf.io.gfile.exists(path)
+    return os.path.exists(path)
+
+
+def isdir(path: str) -> bool:
+    if is_remote(path):
+        import tensorflow as tf
+
+        return tf.io.gfile.isdir(path)
+    return os.path.isdir(path)
+
+
+def read_bytes(path: str) -> bytes:
+    """A whole file, local or on any tf.io.gfile file system (TensorFlow is imported only for the latter)."""
+    if is_remote(path):
+        import tensorflow as tf
+
+        with tf.io.gfile.GFile(path, "rb") as f:
+            return f.read()
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def copy_tree(local_dir: str, remote_dir: str, last: str) -> None:
+    """Copies a finished local directory to a remote one, replacing its files; the file named `last` goes last."""
+    import tensorflow as tf
+
+    files = [os.path.relpath(os.path.join(root, name), local_dir)
+             for root, _, names in os.walk(local_dir) for name in names]
+    for relative in sorted(files, key=lambda name: name == last):
+        target = os.path.join(remote_dir, relative)
+        tf.io.gfile.makedirs(os.path.dirname(target))
+        tf.io.gfile.copy(os.path.join(local_dir, relative), target, overwrite=True)
+
+
 def atomic_write(path: str, content: str | bytes) -> None:
     """Writes a file via a temp file beside it, renamed into place: readers see the old file or the new one."""
+    if is_remote(path):
+        import tensorflow as tf
+
+        temp = os.path.join(os.path.dirname(path), f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+        with tf.io.gfile.GFile(temp, "wb" if isinstance(content, bytes) else "w") as f:
+            f.write(content)
+        tf.io.gfile.rename(temp, path, overwrite=True)
+        return
     directory = os.path.dirname(os.path.abspath(path))
     mode = "wb" if isinstance(content, bytes) else "w"
     encoding = None if mode == "wb" else "utf-8"
@@ -52,9 +110,17 @@ def replace_dir(staging_dir: str, output_dir: str) -> None:
 
 
 def save_savedmodel(obj, output_dir: str, signatures=None) -> str:
-    """tf.saved_model.save into a temp dir beside output_dir, renamed into place once complete."""
+    """tf.saved_model.save into a temp dir beside output_dir, renamed into place once complete (remote: saved
+    locally, then copied with saved_model.pb last, files of an earlier export there first removed)."""
     import tensorflow as tf  # here: the encoder registry uses this module before TensorFlow is needed
 
+    if is_remote(output_dir):
+        with tempfile.TemporaryDirectory(prefix=".export-") as staging:
+            tf.saved_model.save(obj, staging, signatures=signatures)
+            if tf.io.gfile.exists(output_dir):
+                tf.io.gfile.rmtree(output_dir)
+            copy_tree(staging, output_dir, last="saved_model.pb")
+        return output_dir
     output_dir = os.path.abspath(output_dir)
     parent = os.path.dirname(output_dir)
     os.makedirs(parent, exist_ok=True)

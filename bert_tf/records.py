@@ -16,10 +16,10 @@ Features of every record:
 from __future__ import annotations
 
 import dataclasses
-import glob
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from typing import Iterable, Iterator
 
@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from bert_tf.errors import InputError
+from bert_tf.files import copy_tree, is_remote
 from bert_tf.heads import TaskHead, head_for
 from bert_tf.long_documents import sliding_windows
 from bert_tf.tokenization import BertTextTokenizer, count_truncated, num_special_tokens, pack_inputs
@@ -264,7 +265,7 @@ class RecordsMetadata:
 
 
 def write_metadata(directory: str, metadata: RecordsMetadata) -> None:
-    with open(os.path.join(directory, METADATA_FILE), "w", encoding="utf-8") as f:
+    with tf.io.gfile.GFile(os.path.join(directory, METADATA_FILE), "w") as f:
         json.dump(metadata.to_json(), f, indent=2, sort_keys=True)
         f.write("\n")
 
@@ -349,19 +350,28 @@ def read_texts(data_dir: str, split: str) -> list[str] | None:
 
 
 def staging_dir(output_dir: str) -> str:
+    """Where records are written before publish: inside output_dir (local), or a local temp dir (remote)."""
+    if is_remote(output_dir):
+        tf.io.gfile.makedirs(output_dir)
+        return tempfile.mkdtemp(prefix=".staging-")
     os.makedirs(output_dir, exist_ok=True)
     return tempfile.mkdtemp(prefix=".staging-", dir=output_dir)
 
 
 def publish(staging: str, output_dir: str) -> None:
-    """Moves the finished files of `staging` into `output_dir`, metadata.json last.
+    """Moves (remote: copies) the finished files of `staging` into `output_dir`, metadata.json last.
 
     Records of an earlier run are removed first, so the directory never mixes splits or shards of two runs
-    under one metadata.json.
+    under one metadata.json; readers need metadata.json, so they never see a half-copied directory as records.
     """
-    for name in SPLIT_FILES.values():
-        for old in glob.glob(os.path.join(output_dir, name)) + glob.glob(os.path.join(output_dir, name + "-*-of-*")):
-            os.remove(old)
+    for name in [METADATA_FILE, *SPLIT_FILES.values()]:
+        pattern = os.path.join(output_dir, name)
+        for old in tf.io.gfile.glob(pattern) + tf.io.gfile.glob(pattern + "-*-of-*"):
+            tf.io.gfile.remove(old)
+    if is_remote(output_dir):
+        copy_tree(staging, output_dir, last=METADATA_FILE)
+        shutil.rmtree(staging)
+        return
     for name in sorted(os.listdir(staging), key=lambda name: name == METADATA_FILE):
         os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
     os.rmdir(staging)

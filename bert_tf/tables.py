@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import gzip
 import io
+import json
 import os
 import re
 import zlib
@@ -19,6 +20,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
+from bert_tf import files
 from bert_tf.errors import InputError
 
 TABLE_SUFFIXES = (".tsv", ".csv", ".jsonl", ".parquet")
@@ -50,12 +52,11 @@ def _strip_compression(path: str) -> tuple[str, bool]:
 
 
 def _read_bytes(path: str) -> bytes:
-    if not os.path.exists(path):
+    if not files.exists(path):
         raise InputError("file not found", file=path, hint="check the path")
-    if os.path.isdir(path):
+    if files.isdir(path):
         raise InputError("is a directory, not a table file", file=path)
-    with open(path, "rb") as f:
-        data = f.read()
+    data = files.read_bytes(path)
     if path.endswith(".gz"):
         try:
             data = gzip.decompress(data)
@@ -123,16 +124,7 @@ def read_dataframe(path: str, has_header: bool = True) -> pd.DataFrame:
 def _parse(content: str, path: str, suffix: str, has_header: bool) -> pd.DataFrame:
     header = 0 if has_header else None
     if suffix == ".jsonl":
-        try:
-            frame = pd.read_json(io.StringIO(content), lines=True, dtype=False)
-        except ValueError as error:  # pandas' JSON reader reports malformed lines this way
-            raise InputError(f"cannot parse: {error}", file=path) from None
-        frame = frame.astype(object).where(frame.notna(), None)
-        frame = frame.map(lambda cell: cell if cell is None or isinstance(cell, str) else str(cell))
-        frame.columns = [str(name) for name in frame.columns]
-        lines = [number for number, line in enumerate(content.split("\n"), 1) if line.strip()]
-        frame.index = lines if len(lines) == len(frame) else pd.RangeIndex(1, len(frame) + 1)
-        return frame
+        return _parse_jsonl(content, path)
     tsv = suffix == ".tsv"
     options = {"sep": "\t" if tsv else ",", "quoting": csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL, "dtype": str,
                "keep_default_na": False, "engine": "c"}
@@ -159,10 +151,10 @@ def _parse(content: str, path: str, suffix: str, has_header: bool) -> pd.DataFra
 
 
 def _read_parquet(path: str) -> pd.DataFrame:
-    if not os.path.exists(path):
+    if not files.exists(path):
         raise InputError("file not found", file=path, hint="check the path")
     try:
-        frame = pd.read_parquet(path)
+        frame = pd.read_parquet(io.BytesIO(files.read_bytes(path)) if files.is_remote(path) else path)
     except Exception as error:  # pyarrow raises many types for a damaged file
         raise InputError(f"cannot read parquet: {type(error).__name__}", file=path) from None
     for name in frame.columns:
@@ -170,6 +162,52 @@ def _read_parquet(path: str) -> pd.DataFrame:
         if isinstance(first, (list, dict, np.ndarray)):
             raise InputError("holds nested values (lists/structs)", file=path, column=str(name), hint="flatten it to text/label columns")
     frame = frame.astype(object).where(frame.notna(), None)
+    for name in frame.columns:
+        frame[name] = [_parquet_text(cell, path, row, str(name)) for row, cell in enumerate(frame[name], 1)]
+    return frame
+
+
+def _parquet_text(cell, path: str, row: int, column: str) -> str | None:
+    """A Parquet cell as text: a binary column's bytes are UTF-8 text (str() would give "b'...'")."""
+    if cell is None or isinstance(cell, str):
+        return cell
+    if isinstance(cell, bytes):
+        try:
+            return cell.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise InputError(f"byte {cell[error.start]:#04x} of this binary cell is not UTF-8", file=path, row=row,
+                             column=column, hint="store the column as UTF-8 strings") from None
+    return str(cell)
+
+
+def _json_kind(value) -> str:
+    """What JSON calls the kind of a parsed value."""
+    kinds = {dict: "object", list: "list", str: "string", bool: "boolean", int: "number", float: "number"}
+    return kinds.get(type(value), "null")
+
+
+def _parse_jsonl(content: str, path: str) -> pd.DataFrame:
+    """One JSON object a line (blank lines skipped); the frame's index is each object's line."""
+    records, lines = [], []
+    for number, line in enumerate(content.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InputError(f"is not valid JSON ({error.msg} at character {error.colno})", file=path, row=number,
+                             hint='each line must hold one {"column": value, ...} object') from None
+        if not isinstance(record, dict):
+            raise InputError(f"holds a JSON {_json_kind(record)}, not an object", file=path, row=number,
+                             hint='each line must hold one {"column": value, ...} object')
+        for column, cell in record.items():
+            if isinstance(cell, (dict, list)):
+                raise InputError(f"holds a JSON {_json_kind(cell)}, not text or a label",
+                                 file=path, row=number, column=column, hint="flatten it to text/label columns")
+        records.append(record)
+        lines.append(number)
+    frame = pd.DataFrame(records, index=lines, dtype=object)
+    frame = frame.where(frame.notna(), None)
     return frame.map(lambda cell: cell if cell is None or isinstance(cell, str) else str(cell))
 
 
@@ -348,7 +386,7 @@ def read_glue_split(task: str, data_dir: str, split: str) -> TextTable | None:
     if split not in layout.files:
         return None
     path = os.path.join(data_dir, layout.files[split])
-    if not os.path.exists(path):
+    if not files.exists(path):
         if split == "train":
             raise InputError(f"GLUE {task} needs {layout.files[split]} here", file=data_dir, flag="data_dir")
         return None

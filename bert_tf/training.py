@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import shutil
 import signal
 import threading
 import time
@@ -43,6 +42,12 @@ class WorkerLost(Exception):
 
 class RecordsDamaged(Exception):
     """A record file ended mid-record or failed its checksum (a truncated copy, a full disk at create time)."""
+
+
+def remove_tree(path: str) -> None:
+    """Removes a directory on any tf.io.gfile file system, if it is there."""
+    if tf.io.gfile.exists(path):
+        tf.io.gfile.rmtree(path)
 
 
 def os_reason(error: Exception) -> str:
@@ -227,7 +232,7 @@ class Trainer:
         if step >= total_steps or (monitor is not None and monitor.should_stop(step)):
             return step
         if config.is_chief:  # throwaway checkpoint copies of workers of an earlier, interrupted run
-            shutil.rmtree(os.path.join(config.output_dir, ".worker_tmp"), ignore_errors=True)
+            remove_tree(os.path.join(config.output_dir, ".worker_tmp"))
         writer = tf.summary.create_file_writer(os.path.join(config.output_dir, "train")) if config.is_chief else tf.summary.create_noop_writer()
         progress = Progress(total_steps, "train steps")
         progress.done = step
@@ -249,7 +254,7 @@ class Trainer:
                         break
         writer.flush()
         if not config.is_chief:  # a non-chief worker's checkpoints exist only for the collective save
-            shutil.rmtree(self.manager.directory, ignore_errors=True)
+            remove_tree(self.manager.directory)
         return step
 
     def _train_until(self, step: int, stop_at: int, total_steps: int, progress: Progress,

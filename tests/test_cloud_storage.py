@@ -1,0 +1,80 @@
+"""Every path may be on a tf.io.gfile file system (gs://, s3://, …): proved on TF's in-process ram:// file system
+with a whole create → train → eval → predict → export cycle in this process, nothing on local disk but the encoder."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl.testing import flagsaver
+
+from conftest import sentiment_rows, write_csv
+
+from bert_tf import create_tfrecords
+from bert_tf import flags as bert_flags
+from bert_tf.files import atomic_write
+from bert_tf.reports import read_results
+from bert_tf.run import ClassifierRun
+from bert_tf.run_config import RunConfig
+
+
+@pytest.fixture(scope="module")
+def ram_records(tiny_encoder, tmp_path_factory) -> str:
+    local = tmp_path_factory.mktemp("tables")
+    for split, count, seed in (("train", 64, 1), ("dev", 20, 2), ("test", 10, 3)):
+        tf.io.gfile.copy(write_csv(str(local / f"{split}.csv"), sentiment_rows(count, seed=seed)),
+                         f"ram://tables/{split}.csv", overwrite=True)
+    bert_flags.define_tfrecord_flags()
+    with flagsaver.flagsaver():
+        bert_flags.FLAGS.unparse_flags()
+        bert_flags.FLAGS(["create_tfrecords", "--train_file=ram://tables/train.csv", "--dev_file=ram://tables/dev.csv",
+                          "--test_file=ram://tables/test.csv", "--text_column=text", "--label_column=label",
+                          f"--encoder={tiny_encoder}", "--max_seq_length=16", "--output_dir=ram://records"])
+        create_tfrecords.main(["create_tfrecords"])
+    return "ram://records"
+
+
+def test_records_are_published_with_metadata_and_no_staging_left(ram_records):
+    assert sorted(tf.io.gfile.listdir(ram_records)) == ["eval.tf_record", "metadata.json", "predict.tf_record",
+                                                        "train.tf_record"]
+
+
+def test_a_whole_run_on_ram_storage(ram_records, tiny_encoder):
+    out = "ram://runs/tiny"
+    config = RunConfig(data_dir=ram_records, output_dir=out, encoder=tiny_encoder, do_train=True, do_eval=True,
+                       do_predict=True, do_export=True, calibrate=True, train_batch_size=8, eval_batch_size=8,
+                       learning_rate=1e-3, num_train_epochs=2, mixed_precision="none", dropout_rate=0,
+                       iterations_per_loop=3, save_checkpoints_steps=5)
+    with ClassifierRun(config) as run:
+        run.train()
+        result, _ = run.evaluate()
+        run.predict()
+        run.export()
+    names = set(tf.io.gfile.listdir(out))
+    assert {"checkpoint", "model.ckpt-16.index", "run_config.json", "best", "train", "eval", "eval_results.txt",
+            "test_results.tsv", "predictions.tsv", "calibration.json", "export"} <= {n.rstrip("/") for n in names}
+    assert "run.lock" not in names and not any(name.startswith(".tmp-") for name in names)
+    assert read_results(os.path.join(out, "eval_results.txt"))["eval_accuracy"] == pytest.approx(result["eval_accuracy"])
+    assert read_results(os.path.join(out, "best", "eval_results.txt"))["global_step"] in (8, 16)
+
+    # Resuming from ram:// checkpoints: the finished run is not repeated.
+    with ClassifierRun(config) as again:
+        assert again.train() == 16
+
+    # The export, loaded straight from ram://, serves the predictions the run wrote.
+    serve = tf.saved_model.load(os.path.join(out, "export")).signatures["serving_default"]
+    texts = [text for text, _ in sentiment_rows(10, seed=3)]
+    served = serve(text=tf.constant(texts))["probabilities"].numpy()
+    with tf.io.gfile.GFile(os.path.join(out, "test_results.tsv")) as f:
+        written = np.array([[float(p) for p in line.split("\t")] for line in f.read().splitlines()])
+    assert np.allclose(served, written, atol=1e-5)
+
+
+def test_atomic_write_to_ram_storage_leaves_only_the_file():
+    atomic_write("ram://atomic/result.txt", "a = 1\n")
+    atomic_write("ram://atomic/result.txt", "a = 2\n")
+    assert tf.io.gfile.listdir("ram://atomic") == ["result.txt"]
+    with tf.io.gfile.GFile("ram://atomic/result.txt") as f:
+        assert f.read() == "a = 2\n"
