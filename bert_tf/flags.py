@@ -110,7 +110,7 @@ def define_tfrecord_flags() -> None:
 
 
 def _define_best_model_flags() -> None:
-    """run_classifier's flags for evaluating during training and picking the weights that come out."""
+    """run_classifier's flags for evaluating during training, picking the weights that come out and calibrating them."""
     flags.DEFINE_integer("eval_every_steps", None,
                          "With --do_train --do_eval: evaluate dev every this many steps too, not only after each epoch.")
     flags.DEFINE_integer("early_stopping_patience", None,
@@ -119,6 +119,10 @@ def _define_best_model_flags() -> None:
     flags.DEFINE_enum("final_weights", "best", ["best", "last"],
                       "Weights for the final eval, predict and export: best (those kept in best/, when the run "
                       "evaluated dev during training; else the last) or last.")
+    flags.DEFINE_boolean("calibrate", False,
+                         "Fit a temperature on dev (Guo et al. 2017) that divides the logits: eval_results.txt gets "
+                         "eval_ece_calibrated and eval_temperature beside eval_ece; saved in calibration.json and used "
+                         "by --do_predict and the export. Needs --do_eval.")
 
 
 @_once
@@ -150,10 +154,6 @@ def define_classifier_flags() -> None:
                       "Records written with --long_document=sliding_window: how the windows' predictions make one "
                       "per document (mean or max of the logits, or a majority vote).")
     _define_best_model_flags()
-    flags.DEFINE_boolean("calibrate", False,
-                         "Fit a temperature on dev (Guo et al. 2017) that divides the logits: eval_results.txt gets "
-                         "eval_ece_calibrated and eval_temperature beside eval_ece; saved in calibration.json and used "
-                         "by --do_predict and the export. Needs --do_eval.")
     flags.DEFINE_boolean("tune_thresholds", False,
                          "Multi-label: choose each label's threshold on dev to maximise its F1 (default 0.5); saved "
                          "in thresholds.json and used by --do_predict and the export.")
