@@ -2,7 +2,8 @@
 
   python -m bert_tf.export_encoder --source=DIR --output_dir=OUT [--do_lower_case=true|false]
 
-writes OUT/encoder and OUT/preprocess, which `--encoder=OUT` (or tensorflow_hub.load) then uses.
+writes OUT/encoder and OUT/preprocess, which `--encoder=OUT` (or tensorflow_hub.load) then uses, and OUT/mlm_head.npz
+when the checkpoint has a masked-LM head (bert_tf/encoders/masked_lm.py).
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ def main(argv):
     except (ValueError, FileNotFoundError) as error:
         raise InputError(str(error), flag="source") from None
     output_dir = os.path.abspath(FLAGS.output_dir)
-    print(f"Wrote {os.path.join(output_dir, 'encoder')} and {os.path.join(output_dir, 'preprocess')}")
+    head = os.path.join(output_dir, "mlm_head.npz")  # the checkpoint's masked-LM head, if it has one
+    written = [os.path.join(output_dir, part) for part in ("encoder", "preprocess")] + (
+        [head] if os.path.isfile(head) else [])
+    print(f"Wrote {', '.join(written[:-1])} and {written[-1]}")
 
 
 if __name__ == "__main__":
     bert_flags.define_export_encoder_flags()
-    app.run(main)
+    app.run(main, flags_parser=bert_flags.parse_or_exit)

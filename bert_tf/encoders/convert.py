@@ -75,7 +75,8 @@ def load_hf_bert(source_dir: str) -> tuple[BertConfig, Weights, str, bool]:
 
     Returns (config, weights by google-research name, vocab path, do_lower_case).
     """
-    from safetensors.numpy import load_file  # only this loader needs it
+    from safetensors import SafetensorError  # only this loader needs safetensors
+    from safetensors.numpy import load_file
 
     with open(os.path.join(source_dir, "config.json"), encoding="utf-8") as f:
         raw_config = json.load(f)
@@ -86,13 +87,17 @@ def load_hf_bert(source_dir: str) -> tuple[BertConfig, Weights, str, bool]:
         raise ValueError(f"{source_dir}/config.json: only absolute position embeddings are supported")
     config = BertConfig.from_dict(raw_config)
 
-    tensors = load_file(os.path.join(source_dir, "model.safetensors"))
+    weights_path = os.path.join(source_dir, "model.safetensors")
+    try:
+        tensors = load_file(weights_path)
+    except SafetensorError as error:  # a download cut short: its header promises more bytes than the file has
+        raise ValueError(f"{weights_path} is damaged or truncated ({error}); download it again") from None
     weights = {}
     for tf1_name in weight_shapes(config):
         keys, transpose = _hf_keys(tf1_name)
         found = next((key for key in keys if key in tensors), None)
         if found is None:
-            raise ValueError(f"{source_dir}/model.safetensors has no {' or '.join(keys)}")
+            raise ValueError(f"{weights_path} has no {' or '.join(keys)}")
         value = tensors[found].astype(np.float32)
         weights[tf1_name] = value.T if transpose else value
 
@@ -164,7 +169,8 @@ def export_encoder_savedmodel(
 
 
 def convert(source_dir: str, output_dir: str, do_lower_case: bool | None = None) -> None:
-    """Converts a Hugging Face or google-research/bert dir into `output_dir/encoder` and `output_dir/preprocess`.
+    """Converts a Hugging Face or google-research/bert dir into `output_dir/encoder` and `output_dir/preprocess`,
+    plus `output_dir/mlm_head.npz` when the checkpoint has a masked-LM head (see `masked_lm.py`).
 
     `do_lower_case` overrides the casing read from the source (tokenizer_config.json or the dir name).
     """
@@ -175,6 +181,10 @@ def convert(source_dir: str, output_dir: str, do_lower_case: bool | None = None)
     if do_lower_case is None:
         do_lower_case = source_lower_case
     export_encoder_savedmodel(config, weights, vocab_path, do_lower_case, os.path.join(output_dir, "encoder"))
+    from bert_tf.encoders.masked_lm import read_source_mlm_head, save_mlm_head_weights  # imports Keras
+
+    # The pretraining head, when the checkpoint has one, for further masked-LM pretraining (OUT/mlm_head.npz).
+    save_mlm_head_weights(read_source_mlm_head(source_dir, config), output_dir)
 
     from bert_tf.tokenization import export_preprocessor  # tensorflow_text is heavy; only needed here
 

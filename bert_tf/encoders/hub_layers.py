@@ -9,6 +9,8 @@ functions read.
 
 from __future__ import annotations
 
+import json
+
 import keras
 import tensorflow as tf
 
@@ -52,6 +54,14 @@ class HubEncoder(keras.layers.Layer):
         """Width of the outputs, read from the saved function's signature (a call would need a replica context)."""
         traced = self._savedmodel.__call__.concrete_functions[0]
         return int(traced.structured_outputs["pooled_output"].shape[-1])
+
+    @property
+    def bert_config(self) -> dict | None:
+        """The encoder's `bert_config.json` values when its SavedModel carries them (bert_tf's conversions do; TF
+        Hub's BERTs do not), e.g. `hidden_act` and `layer_norm_eps` for a masked-LM head."""
+        if not hasattr(self._savedmodel, "bert_config_json"):
+            return None
+        return json.loads(self._savedmodel.bert_config_json.numpy().decode("utf-8"))
 
     def _track_existing(self, variable: tf.Variable, trainable: bool) -> None:
         # keras.Variable wraps an existing tf.Variable (and a strategy's MirroredVariable) without copying.
