@@ -57,8 +57,11 @@ def read_bytes(path: str) -> bytes:
     if is_remote(path):
         import tensorflow as tf
 
-        with tf.io.gfile.GFile(path, "rb") as f:
-            return f.read()
+        try:
+            with tf.io.gfile.GFile(path, "rb") as f:
+                return f.read()
+        except tf.errors.NotFoundError:
+            raise FileNotFoundError(path) from None
     with open(path, "rb") as f:
         return f.read()
 

@@ -78,3 +78,28 @@ def test_atomic_write_to_ram_storage_leaves_only_the_file():
     assert tf.io.gfile.listdir("ram://atomic") == ["result.txt"]
     with tf.io.gfile.GFile("ram://atomic/result.txt") as f:
         assert f.read() == "a = 2\n"
+
+
+def test_the_encoder_cache_on_ram_storage_converts_once_and_loads(monkeypatch):
+    """$BERT_TF_HOME=ram://…: the default encoder is converted locally, copied there with its completion marker
+    last, then found complete (no second conversion); loaded from there it equals the local cache's encoder."""
+    import tensorflow_hub as hub
+
+    from bert_tf.encoders.registry import resolve_encoder
+
+    local = resolve_encoder("default")
+    monkeypatch.setenv("BERT_TF_HOME", "ram://bert_tf_home")
+    remote = resolve_encoder("default")
+    assert remote.encoder.startswith("ram://bert_tf_home/encoders/")
+    assert tf.io.gfile.exists(os.path.join(os.path.dirname(remote.encoder), "bert_tf_source.json"))
+
+    def convert_again(*args):
+        raise AssertionError("a complete conversion on ram:// was converted again")
+
+    monkeypatch.setattr("bert_tf.encoders.convert.convert", convert_again)
+    assert resolve_encoder("default") == remote
+    inputs = {"input_word_ids": tf.constant([[101, 7592, 2088, 102]]), "input_mask": tf.ones([1, 4], tf.int32),
+              "input_type_ids": tf.zeros([1, 4], tf.int32)}
+    expected = hub.load(local.encoder)(inputs)["sequence_output"]
+    actual = hub.load(remote.encoder)(inputs)["sequence_output"]
+    assert float(tf.reduce_max(tf.abs(expected - actual))) == 0.0

@@ -19,7 +19,8 @@ import uuid
 
 from absl import logging
 
-from bert_tf.files import as_umask_allows
+from bert_tf import files
+from bert_tf.files import as_umask_allows, atomic_write
 
 DEFAULT_NAME = "all-MiniLM-L6-v2"
 _MARKER = "bert_tf_source.json"
@@ -194,6 +195,14 @@ def _converted(source: str, fingerprint: str, cache_name: str, label: str | None
     from bert_tf.encoders.convert import convert  # imports TensorFlow; cache hits do not need it
 
     logging.info("Converting %s once into %s", label or source, target)
+    marker = {"source": label or source, "fingerprint": fingerprint, "converter": _CONVERTER_VERSION}
+    if files.is_remote(target):
+        # No rename on object stores: convert locally, copy, the marker last (it is what makes it complete).
+        with tempfile.TemporaryDirectory(prefix=f".{cache_name}.tmp-") as staging:
+            convert(source, staging)
+            atomic_write(os.path.join(staging, _MARKER), json.dumps(marker))
+            files.copy_tree(staging, target, last=_MARKER)
+        return handles
     os.makedirs(os.path.dirname(target), exist_ok=True)
     # Another process may convert the same source at the same time: each one builds a private
     # dir and renames it into place, so readers only ever see a complete conversion.
@@ -201,8 +210,7 @@ def _converted(source: str, fingerprint: str, cache_name: str, label: str | None
     as_umask_allows(staging)
     try:
         convert(source, staging)
-        with open(os.path.join(staging, _MARKER), "w", encoding="utf-8") as f:
-            json.dump({"source": label or source, "fingerprint": fingerprint, "converter": _CONVERTER_VERSION}, f)
+        atomic_write(os.path.join(staging, _MARKER), json.dumps(marker))
         if _is_complete(target, fingerprint):
             return handles
         if os.path.exists(target):
@@ -224,11 +232,10 @@ def _converted(source: str, fingerprint: str, cache_name: str, label: str | None
 
 def _is_complete(target: str, fingerprint: str) -> bool:
     try:
-        with open(os.path.join(target, _MARKER), encoding="utf-8") as f:
-            recorded = json.load(f)
+        recorded = json.loads(files.read_bytes(os.path.join(target, _MARKER)))
     except (OSError, ValueError):
         return False
     current = recorded.get("fingerprint") == fingerprint and recorded.get("converter") == _CONVERTER_VERSION
     return current and all(
-        os.path.isfile(os.path.join(target, part, "saved_model.pb")) for part in ("encoder", "preprocess")
+        files.exists(os.path.join(target, part, "saved_model.pb")) for part in ("encoder", "preprocess")
     )
