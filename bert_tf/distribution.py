@@ -94,9 +94,11 @@ def _tpu_strategy(tpu_name: str | None, zone: str | None, project: str | None) -
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_name or "", zone=zone, project=project)
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
-    except (ValueError, tf.errors.OpError, RuntimeError) as error:
+    # OSError: urllib's URLError, when the resolver cannot look the name up (no such TPU, no GCE metadata server).
+    except (ValueError, OSError, tf.errors.OpError, RuntimeError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InputError(f"no TPU reachable ({message})", flag="tpu_name",
+        which = f"TPU '{tpu_name}'" if tpu_name else "TPU"
+        raise InputError(f"no {which} reachable ({message})", flag="tpu_name",
                          hint="run on a TPU VM or give --tpu_name/--tpu_zone/--gcp_project of an existing TPU") from None
     return tf.distribute.TPUStrategy(resolver)
 

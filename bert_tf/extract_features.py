@@ -12,6 +12,7 @@ Each text becomes the concatenation, over --layers, of that layer's pooling ("cl
 from __future__ import annotations
 
 import os
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -52,6 +53,39 @@ def extract(texts: list[str], encoder, tokenizer: BertTextTokenizer, pooling: st
     return np.concatenate(vectors).astype(np.float32)
 
 
+def prepare_output(output_file: str) -> None:
+    """Creates the output file's directory and tries a file there, so an unwritable place fails before the work."""
+    if os.path.isdir(output_file):
+        raise InputError(f"{output_file} is a directory", flag="output_file",
+                         hint="give a file name ending in .npy or .parquet")
+    directory = os.path.dirname(os.path.abspath(output_file))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        raise InputError(f"cannot write here ({error.strerror or error})", file=directory, flag="output_file") from None
+
+
+def write_features(output_file: str, vectors: np.ndarray, table: tables.TextTable, text_column: str) -> None:
+    """Writes the vectors (.npy) or the table with them (.parquet) via a temp file beside output_file, renamed into
+    place once complete; a failed write (a full disk) leaves nothing behind."""
+    temp = output_file + ".tmp" + os.path.splitext(output_file)[1]
+    try:
+        if output_file.endswith(".npy"):
+            np.save(temp, vectors)
+        else:
+            import pandas as pd
+
+            pd.DataFrame({"example_id": table.example_ids, text_column: table.texts, "features": list(vectors)}
+                         ).to_parquet(temp)
+        os.replace(temp, output_file)
+    except BaseException:
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise
+
+
 @exits_cleanly_on_bad_input
 def main(argv):
     bert_flags.check_command_line(argv, FLAGS, required=("input_file", "output_file"))
@@ -62,6 +96,7 @@ def main(argv):
         layers = [int(layer) for layer in FLAGS.layers]
     except ValueError:
         raise InputError(f"'{','.join(FLAGS.layers)}' is not a list of layer numbers", flag="layers") from None
+    prepare_output(FLAGS.output_file)
     table = tables.read_text_table(FLAGS.input_file, FLAGS.text_column, [], labels_required=False)
     info = encoder_info(FLAGS.encoder)
     encoder = load_savedmodel(info.handles.encoder)
@@ -71,18 +106,10 @@ def main(argv):
     lower = info.do_lower_case if FLAGS.do_lower_case is None else FLAGS.do_lower_case
     tokenizer = BertTextTokenizer(load_vocab(FLAGS.vocab_file or info.vocab_file), lower)
     vectors = extract(table.texts, encoder, tokenizer, FLAGS.pooling, layers, FLAGS.max_seq_length, FLAGS.batch_size)
-    temp = FLAGS.output_file + ".tmp" + suffix
-    if suffix == ".npy":
-        np.save(temp, vectors)
-    else:
-        import pandas as pd
-
-        pd.DataFrame({"example_id": table.example_ids, FLAGS.text_column: table.texts, "features": list(vectors)}
-                     ).to_parquet(temp)
-    os.replace(temp, FLAGS.output_file)
+    write_features(FLAGS.output_file, vectors, table, FLAGS.text_column)
     print(f"Wrote {vectors.shape[0]} × {vectors.shape[1]} features to {FLAGS.output_file}")
 
 
 if __name__ == "__main__":
     bert_flags.define_extract_features_flags()
-    app.run(main)
+    app.run(main, flags_parser=bert_flags.parse_or_exit)

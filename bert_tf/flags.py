@@ -126,22 +126,56 @@ def _define_best_model_flags() -> None:
 
 
 @_once
+def define_hardware_flags() -> None:
+    """Where and how training runs (run_classifier, run_pretraining): strategy, devices, precision."""
+    flags.DEFINE_enum("distribution_strategy", "auto", ["auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu"],
+                      "tf.distribute strategy; auto: TPU if --use_tpu, TF_CONFIG workers, all GPUs, or one CPU.")
+    flags.DEFINE_integer("num_gpus", None, "GPUs to use (default: all).")
+    flags.DEFINE_integer("num_cpu_replicas", 1, "Split the CPU into this many logical devices (for MirroredStrategy without GPUs).")
+    flags.DEFINE_boolean("use_tpu", False, "Train on a Cloud TPU (TPUStrategy).")
+    flags.DEFINE_string("tpu_name", None, "Cloud TPU name or grpc:// address.")
+    flags.DEFINE_string("tpu_zone", None, "GCE zone of the TPU.")
+    flags.DEFINE_string("gcp_project", None, "GCP project of the TPU.")
+    flags.DEFINE_enum("mixed_precision", "auto", ["auto", "bf16", "fp16", "none"],
+                      "auto: bf16 on CPUs with AMX/AVX512-BF16, fp16 (grappler rewrite, dynamic loss scaling) on GPU, none on TPU "
+                      "(its matmuls already run in bfloat16) and other CPUs.")
+    flags.DEFINE_integer("iterations_per_loop", 20, "Train steps per tf.function call (as TPUEstimator's flag).")
+
+
+@_once
+def define_training_flags() -> None:
+    """The training loop's settings that run_classifier and run_pretraining share: batches, AdamW, seed,
+    checkpoints, and starting afresh."""
+    flags.DEFINE_integer("train_batch_size", 32, "Global training batch size (all replicas together).")
+    flags.DEFINE_integer("eval_batch_size", 64, "Global batch size for eval and predict.")
+    flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate of AdamW.")
+    flags.DEFINE_float("weight_decay", 0.01, "AdamW weight decay (not applied to LayerNorm and biases).")
+    flags.DEFINE_integer("seed", 42, "Seed of the head's initialization and dropout and of the data order. Encoders "
+                         "bert_tf converted have fixed dropout seeds, so two runs with the same seed train alike.")
+    flags.DEFINE_integer("save_checkpoints_steps", 1000, "Write model.ckpt-N every this many steps (and at the end).")
+    flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints to keep.")
+    flags.DEFINE_integer("bucket_window", 50,
+                         "Sort each window of this many batches' worth of examples (training, eval and predict) by "
+                         "length before batching, so batches hold similar lengths and are trimmed to their longest "
+                         "(0: off).")
+    flags.DEFINE_boolean("overwrite_output_dir", False, "Delete the checkpoints and logs of an earlier run in --output_dir and start afresh.")
+
+
+@_once
 def define_classifier_flags() -> None:
     define_directory_flags()
     define_encoder_flags()
+    define_training_flags()
+    define_hardware_flags()
     flags.DEFINE_boolean("do_train", False, "Fine-tune on train.tf_record.")
     flags.DEFINE_boolean("do_eval", False, "Evaluate on eval.tf_record: eval_results.txt and the report.")
     flags.DEFINE_boolean("do_predict", False, "Predict predict.tf_record: test_results.tsv and predictions.tsv.")
     flags.DEFINE_boolean("do_export", False, "Export a SavedModel serving raw strings to OUTPUT_DIR/export.")
-    flags.DEFINE_integer("train_batch_size", 32, "Global training batch size (all replicas together).")
-    flags.DEFINE_integer("eval_batch_size", 64, "Global batch size for eval and predict.")
-    flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate of AdamW.")
     flags.DEFINE_float("layerwise_lr_decay", 1.0,
                        "Layer-wise learning-rate decay X (1 = off): layer k of L trains at lr × X^(L-k), the "
                        "embeddings at lr × X^(L+1), the pooler and head at lr (Sun et al. 2019: 0.95).")
     flags.DEFINE_float("num_train_epochs", 3.0, "Epochs to train (may be fractional).")
     flags.DEFINE_float("warmup_proportion", 0.1, "Share of training steps with a linearly rising learning rate.")
-    flags.DEFINE_float("weight_decay", 0.01, "AdamW weight decay (not applied to LayerNorm and biases).")
     flags.DEFINE_integer("gradient_accumulation_steps", 1, "Batches whose gradients add up to one update.")
     flags.DEFINE_enum("pooling", "auto", ["auto", "pooled", "cls", "mean"],
                       "Encoder output the head reads; auto: mean for the default encoder, pooled otherwise.")
@@ -158,30 +192,9 @@ def define_classifier_flags() -> None:
                          "Multi-label: choose each label's threshold on dev to maximise its F1 (default 0.5); saved "
                          "in thresholds.json and used by --do_predict and the export.")
     flags.DEFINE_boolean("freeze_encoder", False, "Train only the head (the feature-based approach).")
-    flags.DEFINE_enum("distribution_strategy", "auto", ["auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu"],
-                      "tf.distribute strategy; auto: TPU if --use_tpu, TF_CONFIG workers, all GPUs, or one CPU.")
-    flags.DEFINE_integer("num_gpus", None, "GPUs to use (default: all).")
-    flags.DEFINE_integer("num_cpu_replicas", 1, "Split the CPU into this many logical devices (for MirroredStrategy without GPUs).")
-    flags.DEFINE_boolean("use_tpu", False, "Train on a Cloud TPU (TPUStrategy).")
-    flags.DEFINE_string("tpu_name", None, "Cloud TPU name or grpc:// address.")
-    flags.DEFINE_string("tpu_zone", None, "GCE zone of the TPU.")
-    flags.DEFINE_string("gcp_project", None, "GCP project of the TPU.")
-    flags.DEFINE_enum("mixed_precision", "auto", ["auto", "bf16", "fp16", "none"],
-                      "auto: bf16 on CPUs with AMX/AVX512-BF16, fp16 (grappler rewrite, dynamic loss scaling) on GPU, none on TPU "
-                      "(its matmuls already run in bfloat16) and other CPUs.")
-    flags.DEFINE_integer("seed", 42, "Seed of the head's initialization and dropout and of the data order. Encoders "
-                         "bert_tf converted have fixed dropout seeds, so two runs with the same seed train alike.")
-    flags.DEFINE_integer("save_checkpoints_steps", 1000, "Write model.ckpt-N every this many steps (and at the end).")
-    flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints to keep.")
-    flags.DEFINE_integer("bucket_window", 50,
-                         "Sort each window of this many batches' worth of examples (training, eval and predict) by "
-                         "length before batching, so batches hold similar lengths and are trimmed to their longest "
-                         "(0: off).")
     flags.DEFINE_list("profile_steps", None,
                       "START,END: trace training steps START to END with the TensorFlow profiler into OUTPUT_DIR/train "
                       "(TensorBoard's Profile tab, with `pip install xprof`).")
-    flags.DEFINE_integer("iterations_per_loop", 20, "Train steps per tf.function call (as TPUEstimator's flag).")
-    flags.DEFINE_boolean("overwrite_output_dir", False, "Delete the checkpoints and logs of an earlier run in --output_dir and start afresh.")
     flags.DEFINE_string("init_checkpoint", None, "Start from this bert_tf checkpoint (model.ckpt-N) instead of the encoder's weights.")
 
 
@@ -275,3 +288,15 @@ def define_pretraining_data_flags() -> None:
     flags.DEFINE_float("eval_fraction", 0.01, "Share of the documents held out for eval.tf_record (at least 1 "
                        "when above 0; 0: none).")
     flags.DEFINE_integer("max_eval_documents", 10_000, "Most documents held out for eval.tf_record.")
+
+
+@_once
+def define_pretraining_flags() -> None:
+    """run_pretraining's flags: the directory, encoder, training and hardware groups, and its own two."""
+    define_directory_flags()
+    define_encoder_flags()
+    define_training_flags()
+    define_hardware_flags()
+    flags.DEFINE_integer("num_train_steps", None, "Training steps (batches of --train_batch_size) to run (required).")
+    flags.DEFINE_integer("warmup_steps", None, "Steps with a linearly rising learning rate; default a tenth of "
+                         "--num_train_steps, rounded down.")

@@ -3,7 +3,7 @@
 Files (google-research/bert's names and formats where it had them):
   eval_results.txt    `key = value` lines, sorted (read back by read_results)
   eval_metrics.json   the same as JSON, plus the per-class report
-  classification_report.txt, confusion_matrix.png (single-label tasks)
+  classification_report.txt, confusion_matrix.png (single-label tasks; at most MAX_CLASSES_DRAWN classes drawn)
   label_report.txt    per-label support, threshold, precision, recall, F1 and ROC AUC (multi-label tasks)
   thresholds.json     multi-label thresholds tuned on dev
   test_results.tsv    one line per test example, tab-separated class probabilities in label order, no header
@@ -25,6 +25,9 @@ from bert_tf.files import atomic_write
 from bert_tf.records import RecordsMetadata
 
 THRESHOLDS_FILE = "thresholds.json"
+# Classes the confusion-matrix figure draws at most: with 300, drawing them all took minutes and 7.5 MB, and no
+# label could be read. Beyond, it draws the most frequent ones (drawn_classes).
+MAX_CLASSES_DRAWN = 50
 
 
 def results_text(result: dict) -> str:
@@ -65,14 +68,35 @@ def write_eval_results(output_dir: str, result: dict, predictions: Predictions, 
     return report_path
 
 
+def drawn_classes(matrix: np.ndarray) -> np.ndarray:
+    """The classes the confusion-matrix figure shows, in label order: all of them, or beyond MAX_CLASSES_DRAWN the
+    MAX_CLASSES_DRAWN most frequent true classes (ties: the first in label order).
+
+    >>> drawn_classes(np.diag(np.arange(60))).tolist() == list(range(10, 60))
+    True
+    """
+    if len(matrix) <= MAX_CLASSES_DRAWN:
+        return np.arange(len(matrix))
+    return np.sort(np.argsort(-matrix.sum(axis=1), kind="stable")[:MAX_CLASSES_DRAWN])
+
+
 def confusion_matrix_png(matrix: np.ndarray, names: list[str]) -> bytes:
+    """The confusion matrix (true classes in rows, predicted in columns) as a PNG, of drawn_classes only."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    drawn = drawn_classes(matrix)
+    title = None
+    if len(drawn) < len(names):
+        title = (f"the {len(drawn)} most frequent of {len(names)} classes (by true count); "
+                 "eval_metrics.json holds the whole matrix")
+    matrix, names = matrix[np.ix_(drawn, drawn)], [names[i] for i in drawn]
     size = 2.5 + 0.5 * len(names)
     figure, axes = plt.subplots(figsize=(size, size), dpi=100)
+    if title:
+        axes.set_title(title)
     axes.imshow(matrix, cmap="Blues")
     axes.set_xticks(range(len(names)), names, rotation=45, ha="right")
     axes.set_yticks(range(len(names)), names)

@@ -300,8 +300,9 @@ BAD_INPUTS = {
     "gz that is not gzip": ({"t.csv.gz": OK_CSV}, ["--train_file={tmp}/t.csv.gz"], ["t.csv.gz", "gzip"]),
     "parquet nested column": ({"t.parquet": _parquet}, ["--train_file={tmp}/t.parquet"],
                               ["t.parquet", "column 'label'", "nested"]),
-    "jsonl text holding an object": ({"t.jsonl": '{"text": "good", "label": "pos"}\n{"text": {"en": "bad"}, "label": "neg"}\n'},
-                                     ["--train_file={tmp}/t.jsonl"], ["t.jsonl", "row 2", "column 'text'", "JSON object"]),
+    "jsonl text holding an object": (
+        {"t.jsonl": '{"text": "good", "label": "pos"}\n{"text": {"en": "bad"}, "label": "neg"}\n'},
+        ["--train_file={tmp}/t.jsonl"], ["t.jsonl", "row 2", "column 'text'", "JSON object"]),
     "jsonl line not an object": ({"t.jsonl": '{"text": "good", "label": "pos"}\n["bad", "neg"]\n'},
                                  ["--train_file={tmp}/t.jsonl"], ["t.jsonl", "row 2", "not an object"]),
     "duplicate column names": ({"t.csv": "text,label,text\ngood,pos,a\nbad,neg,b\n"}, ["--train_file={tmp}/t.csv"],

@@ -1,19 +1,25 @@
-"""BERT encoder conversion: numerics vs PyTorch and a numpy reference, the SavedModel API, handle resolution."""
+"""BERT encoder conversion: numerics vs PyTorch and a numpy reference, the SavedModel API, handle resolution, and
+one error line for a damaged source."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_hub as hub
+from conftest import assert_one_error_line
 
+from bert_tf.encoders import loading
 from bert_tf.encoders.bert import BertConfig
 from bert_tf.encoders.convert import convert, detect_source_format, load_hf_bert, load_tf1_checkpoint
 from bert_tf.encoders.registry import resolve_encoder
+from bert_tf.errors import InputError
 
 # Parity with a reference (PyTorch, or the float64 numpy BERT below) is checked per output tensor, scaled to its
 # magnitude: max|TF - reference| <= RELATIVE_TOLERANCE * max(1, max|reference|), and never above ABSOLUTE_CEILING.
@@ -253,25 +259,30 @@ def test_tf1_casing_can_be_overridden(tiny):
     assert load_tf1_checkpoint(tiny["source"], do_lower_case=True)[3] is True
 
 
-def test_hf_loader_reads_prefixed_and_legacy_names(tiny, tmp_path):
+def write_hf_dir(directory, weights: dict[str, np.ndarray]) -> str:
+    """A Hugging Face BERT dir of `weights` (google-research names), with BERT-prefixed and legacy LayerNorm keys."""
     from safetensors.numpy import save_file
 
     tensors = {}
-    for name, value in tiny["weights"].items():
+    for name, value in weights.items():
         key = name.replace("encoder/layer_", "encoder.layer.").replace("/", ".")
         if key.endswith(".kernel"):
             key, value = key.removesuffix(".kernel") + ".weight", value.T
         elif key.startswith("bert.embeddings.") and key.count(".") == 2:
             key += ".weight"
         tensors[key] = np.ascontiguousarray(value)  # keeps LayerNorm .gamma/.beta: the legacy spelling
-    save_file(tensors, str(tmp_path / "model.safetensors"))
-    with open(tmp_path / "config.json", "w") as f:
+    save_file(tensors, str(directory / "model.safetensors"))
+    with open(directory / "config.json", "w") as f:
         json.dump({**TINY_CONFIG, "model_type": "bert", "layer_norm_eps": 1e-12}, f)
-    with open(tmp_path / "vocab.txt", "w") as f:
+    with open(directory / "vocab.txt", "w") as f:
         f.write("\n".join(TINY_VOCAB) + "\n")
-    with open(tmp_path / "tokenizer_config.json", "w") as f:
+    with open(directory / "tokenizer_config.json", "w") as f:
         json.dump({"do_lower_case": False}, f)
+    return str(directory)
 
+
+def test_hf_loader_reads_prefixed_and_legacy_names(tiny, tmp_path):
+    write_hf_dir(tmp_path, tiny["weights"])
     assert detect_source_format(str(tmp_path)) == "hf"
     config, weights, vocab_path, do_lower_case = load_hf_bert(str(tmp_path))
     assert config == BertConfig.from_dict(TINY_CONFIG)
@@ -279,6 +290,50 @@ def test_hf_loader_reads_prefixed_and_legacy_names(tiny, tmp_path):
     for name, value in tiny["weights"].items():
         np.testing.assert_array_equal(weights[name], value)
     assert vocab_path == str(tmp_path / "vocab.txt") and do_lower_case is False
+
+
+def truncated_hf_dir(directory, weights: dict[str, np.ndarray]) -> str:
+    """A Hugging Face BERT dir whose model.safetensors lost its second half (a download cut short)."""
+    directory.mkdir()
+    write_hf_dir(directory, weights)
+    path = directory / "model.safetensors"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return str(directory)
+
+
+def test_truncated_safetensors_is_one_line_naming_the_file(tiny, tmp_path, monkeypatch):
+    source = truncated_hf_dir(tmp_path / "hf", tiny["weights"])
+    monkeypatch.setenv("BERT_TF_HOME", str(tmp_path / "home"))
+    with pytest.raises(InputError) as raised:
+        loading.resolve(source)  # what --encoder=DIR does
+    message = str(raised.value)
+    assert message.startswith("--encoder: ") and "\n" not in message
+    assert f"{source}/model.safetensors is damaged or truncated" in message and "download it again" in message
+    assert os.listdir(tmp_path / "home" / "encoders") == []  # no half-made conversion left
+
+
+def export_encoder(*flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bert_tf.export_encoder", *flags], capture_output=True, text=True,
+                          timeout=300)
+
+
+EXPORT_ENCODER_BAD_INPUTS = {
+    # name: (--source as a function of (tmp_path, tiny's weights), None to leave it out; substrings of the error)
+    "truncated safetensors": (lambda tmp, weights: truncated_hf_dir(tmp / "hf", weights),
+                              ["--source", "model.safetensors is damaged or truncated", "download it again"]),
+    "not a BERT dir": (lambda tmp, weights: str(tmp), ["--source", "is not a BERT model dir"]),
+    "no --source": (None, ["--source", "is required"]),
+}
+
+
+@pytest.mark.parametrize("case", list(EXPORT_ENCODER_BAD_INPUTS))
+def test_export_encoder_bad_input_is_one_error_line(tiny, tmp_path, case):
+    source, expected = EXPORT_ENCODER_BAD_INPUTS[case]
+    flags = [f"--output_dir={tmp_path / 'out'}"]
+    if source is not None:
+        flags.append(f"--source={source(tmp_path, tiny['weights'])}")
+    assert_one_error_line(export_encoder(*flags), *expected)
+    assert not os.path.exists(tmp_path / "out")
 
 
 def test_detect_source_format_names_the_dir(tmp_path):

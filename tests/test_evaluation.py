@@ -122,6 +122,28 @@ def test_thresholds_round_trip_and_refuse_other_labels(tmp_path):
         reports.load_thresholds(str(tmp_path), dataclasses.replace(METADATA, label_names=["a", "b", "c", "d", "f"]))
 
 
+def test_confusion_matrix_of_300_classes_draws_the_50_most_frequent(tmp_path):
+    rng = np.random.default_rng(0)
+    frequent = rng.choice(300, reports.MAX_CLASSES_DRAWN, replace=False)  # 100, 99, … examples; the others 1
+    counts = np.ones(300, np.int64)
+    counts[frequent] = np.arange(100, 100 - reports.MAX_CLASSES_DRAWN, -1)
+    labels = rng.permutation(np.repeat(np.arange(300), counts))
+    probabilities = rng.random((len(labels), 300)).astype(np.float32)
+    predictions = Predictions(np.arange(len(labels)), labels, probabilities, rng.random(len(labels)))
+    metadata = RecordsMetadata(task_type="multiclass", num_labels=300, label_names=[f"class_{i}" for i in range(300)],
+                               max_seq_length=16)
+
+    reports.write_eval_results(str(tmp_path), {"eval_accuracy": 0.0}, predictions, metadata)
+    with open(tmp_path / "eval_metrics.json") as f:
+        matrix = np.array(json.load(f)["confusion_matrix"])
+    assert matrix.shape == (300, 300)  # the whole matrix is still in the metrics
+    assert reports.drawn_classes(matrix).tolist() == sorted(frequent.tolist())
+    png = (tmp_path / "confusion_matrix.png").read_bytes()
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")  # the PNG's IHDR
+    assert width == height == 100 * (2.5 + 0.5 * reports.MAX_CLASSES_DRAWN)  # a figure of 50 classes, not 300
+    assert len(png) < 2_000_000
+
+
 # --- Multi-label end to end ---------------------------------------------------------------------------------
 def emotion_rows(count: int, seed: int) -> list[tuple[str, str]]:
     """Toy multi-label: 'happy' if a positive word, 'angry' if a negative one, 'cinema' if film/movie."""
@@ -164,5 +186,5 @@ def test_multilabel_thresholds_tuned_on_dev_serve_with_the_model(tmp_path, tiny_
     assert served["label"] == expected
 
     # Retraining replaces the weights the thresholds were tuned for: they go with them.
-    run_classifier(records, tiny_encoder, out, "--num_train_epochs=3", "--do_train")
+    run_classifier(records, tiny_encoder, out, "--num_train_epochs=3", "--do_train", "--overwrite_output_dir")
     assert not os.path.exists(os.path.join(out, "thresholds.json"))

@@ -1,4 +1,5 @@
-"""extract_features: pooled vectors equal a direct numpy pooling of the encoder's layer outputs."""
+"""extract_features: pooled vectors equal a direct numpy pooling of the encoder's layer outputs; the output place is
+made (or refused) before the work."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import tensorflow as tf
 import tensorflow_hub as hub
 from tokenizers import BertWordPieceTokenizer
 
-from conftest import write_csv
+from conftest import assert_one_error_line, write_csv
 
 TEXTS = ["the movie was great !", "awful plot", "it is not very good and the film was poor"]
 
@@ -47,3 +48,23 @@ def test_mean_pooled_layers_match_a_direct_computation(tiny_encoder, tmp_path):
     frame = pd.read_parquet(tmp_path / "features.parquet")
     assert frame["text"].tolist() == TEXTS
     np.testing.assert_allclose(np.stack(frame["features"].to_numpy()), expected, atol=1e-5)
+
+
+def extract_features(table: str, output_file: str, encoder: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bert_tf.extract_features", f"--input_file={table}", f"--output_file={output_file}",
+         f"--encoder={encoder}", "--max_seq_length=16"], capture_output=True, text=True, timeout=300)
+
+
+def test_output_place_is_made_or_refused_before_the_work(tiny_encoder, tmp_path):
+    table = write_csv(str(tmp_path / "texts.csv"), [(text, "x") for text in TEXTS])
+    (tmp_path / "a_file").write_text("in the way")
+    # A missing encoder too: the output place is checked first, before any encoder is loaded or text read.
+    refused = extract_features(table, str(tmp_path / "a_file" / "features.npy"), str(tmp_path / "no_encoder"))
+    assert_one_error_line(refused, "--output_file", "a_file", "cannot write here")
+    assert sorted(os.listdir(tmp_path)) == ["a_file", "texts.csv"]
+
+    made = extract_features(table, str(tmp_path / "new" / "dir" / "features.npy"), tiny_encoder)
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert np.load(tmp_path / "new" / "dir" / "features.npy").shape[0] == len(TEXTS)
+    assert os.listdir(tmp_path / "new" / "dir") == ["features.npy"]

@@ -20,6 +20,16 @@ def write_bytes(path, data: bytes) -> str:
     return str(path)
 
 
+def binary_parquet(texts: list[bytes]) -> bytes:
+    """A Parquet file whose text column is stored as binary, not as strings, labelled "pos"."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = pa.BufferOutputStream()
+    pq.write_table(pa.table({"text": pa.array(texts, pa.binary()), "label": ["pos"] * len(texts)}), buffer)
+    return buffer.getvalue().to_pybytes()
+
+
 # --- User tables ----------------------------------------------------------------------------------------------
 def test_csv_rows_ids_and_labels(tmp_path):
     path = write_csv(str(tmp_path / "t.csv"), [("good movie", "pos"), ('said "hi", then left', " neg "), ("ok", "pos")])
@@ -59,6 +69,20 @@ def test_gzip_jsonl_and_parquet(tmp_path):
     assert tables.read_text_table(str(tmp_path / "t.parquet"), "text", ["label"]).texts == ["good", "bad"]
 
 
+def test_parquet_binary_text_is_utf8_text(tmp_path):
+    path = write_bytes(tmp_path / "t.parquet", binary_parquet([b"good", "caf\u00e9".encode("utf-8")]))
+    table = tables.read_text_table(path, "text", ["label"])
+    assert table.texts == ["good", "caf\u00e9"] and table.labels == [["pos", "pos"]]
+
+
+def test_jsonl_scalars_are_text_as_before(tmp_path):
+    path = write_bytes(tmp_path / "t.jsonl", b'{"text": "a", "label": 1}\n{"text": "b", "label": true}\n'
+                                             b'{"text": "c", "label": 1.5}\n{"text": "d"}\n')
+    frame = tables.read_dataframe(path)
+    assert frame["label"].tolist()[:3] == ["1", "True", "1.5"] and pd.isna(frame["label"][4])
+    assert frame.index.tolist() == [1, 2, 3, 4]
+
+
 def test_test_split_may_lack_labels(tmp_path):
     path = write_csv(str(tmp_path / "test.csv"), [("good",), ("bad",)], header=("text",))
     table = tables.read_text_table(path, "text", ["label"], labels_required=False)
@@ -80,7 +104,15 @@ BAD_TABLES = {
     "whitespace text": ("t.csv", b"text,label\ngood,pos\n \t ,neg\n", ["row 3", "column 'text'", "empty text"]),
     "NaN label": ("t.csv", b"text,label\ngood,pos\nbad,NaN\n", ["row 3", "column 'label'", "missing label"]),
     "unknown suffix": ("t.xlsx", b"text,label\n", ["unknown table format"]),
-    "bad json line": ("t.jsonl", b'{"text": "good", "label": 1}\n{"text": \n', ["cannot parse"]),
+    "bad json line": ("t.jsonl", b'{"text": "good", "label": 1}\n\n{"text": \n', ["row 3", "not valid JSON"]),
+    "json line not an object": ("t.jsonl", b'{"text": "good", "label": 1}\n["bad", 0]\n',
+                                ["row 2", "JSON list, not an object"]),
+    "json text holding an object": ("t.jsonl", b'{"text": "good", "label": 1}\n{"text": {"en": "bad"}, "label": 0}\n',
+                                    ["row 2", "column 'text'", "JSON object, not text"]),
+    "json label holding a list": ("t.jsonl", b'{"text": "good", "label": 1}\n{"text": "bad", "label": [0, 1]}\n',
+                                  ["row 2", "column 'label'", "JSON list"]),
+    "parquet binary text not UTF-8": ("t.parquet", binary_parquet([b"good", "caf\u00e9".encode("latin-1")]),
+                                      ["row 2", "column 'text'", "0xe9", "not UTF-8"]),
     # Wrong delimiter: the whole header becomes one column's name.
     "tsv holding commas": ("t.tsv", b"text,label\ngood,pos\nbad,neg\n",
                            ["row 1", "single column 'text,label'", "comma-separated", "rename it to t.csv"]),

@@ -168,6 +168,29 @@ def export_encoder_savedmodel(
     save_savedmodel(root, output_dir)
 
 
+def write_encoder(config: BertConfig, weights: Weights, vocab_path: str, do_lower_case: bool, output_dir: str,
+                  mlm_head: Weights | None = None) -> None:
+    """Writes `output_dir/encoder` (export_encoder_savedmodel) and `output_dir/preprocess` (the vocab's
+    tokenizer), and `output_dir/mlm_head.npz` when a masked-LM head's weights are given (see `masked_lm.py`).
+
+    What `convert` writes from a checkpoint's weights, and `run_pretraining` from the weights it trained.
+    """
+    export_encoder_savedmodel(config, weights, vocab_path, do_lower_case, os.path.join(output_dir, "encoder"))
+    from bert_tf.encoders.masked_lm import save_mlm_head_weights  # imports Keras
+
+    # The pretraining head, when there is one, for further masked-LM pretraining (OUT/mlm_head.npz).
+    save_mlm_head_weights(mlm_head, output_dir)
+
+    from bert_tf.tokenization import export_preprocessor  # tensorflow_text is heavy; only needed here
+
+    export_preprocessor(
+        vocab_path,
+        do_lower_case,
+        os.path.join(output_dir, "preprocess"),
+        default_seq_length=min(128, config.max_position_embeddings),
+    )
+
+
 def convert(source_dir: str, output_dir: str, do_lower_case: bool | None = None) -> None:
     """Converts a Hugging Face or google-research/bert dir into `output_dir/encoder` and `output_dir/preprocess`,
     plus `output_dir/mlm_head.npz` when the checkpoint has a masked-LM head (see `masked_lm.py`).
@@ -180,17 +203,6 @@ def convert(source_dir: str, output_dir: str, do_lower_case: bool | None = None)
         config, weights, vocab_path, source_lower_case = load_tf1_checkpoint(source_dir)
     if do_lower_case is None:
         do_lower_case = source_lower_case
-    export_encoder_savedmodel(config, weights, vocab_path, do_lower_case, os.path.join(output_dir, "encoder"))
-    from bert_tf.encoders.masked_lm import read_source_mlm_head, save_mlm_head_weights  # imports Keras
+    from bert_tf.encoders.masked_lm import read_source_mlm_head  # imports Keras
 
-    # The pretraining head, when the checkpoint has one, for further masked-LM pretraining (OUT/mlm_head.npz).
-    save_mlm_head_weights(read_source_mlm_head(source_dir, config), output_dir)
-
-    from bert_tf.tokenization import export_preprocessor  # tensorflow_text is heavy; only needed here
-
-    export_preprocessor(
-        vocab_path,
-        do_lower_case,
-        os.path.join(output_dir, "preprocess"),
-        default_seq_length=min(128, config.max_position_embeddings),
-    )
+    write_encoder(config, weights, vocab_path, do_lower_case, output_dir, read_source_mlm_head(source_dir, config))
