@@ -16,14 +16,17 @@ import dataclasses
 import os
 import re
 import sys
+from typing import TYPE_CHECKING
 
-import tensorflow as tf
-import tensorflow_text  # noqa: F401  (registers the tokenizer ops the export uses)
 from absl import app
 
 from bert_tf import flags as bert_flags
 from bert_tf.errors import InputError, exits_cleanly_on_bad_input
 
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+# TensorFlow is imported inside the functions that use it: a misspelt flag answers before its seconds-long import.
 FLAGS = bert_flags.FLAGS
 
 BATCH_SIZE = 256  # inputs per serving call: a large file is classified (and printed) a batch at a time
@@ -52,6 +55,8 @@ class Input:
 
 def refuse_what_is_not_an_export(path: str) -> None:
     """One line saying what `path` is instead, and what to pass, for the directories users pass by mistake."""
+    import tensorflow as tf
+
     if not path or not tf.io.gfile.exists(path):
         raise InputError("no exported model there", flag="model", hint="run run_classifier with --do_export first")
     parent = os.path.dirname(path.rstrip("/"))
@@ -69,6 +74,8 @@ def refuse_what_is_not_an_export(path: str) -> None:
 
 
 def _unless_exported(run_dir: str) -> str:
+    import tensorflow as tf
+
     exported = tf.io.gfile.exists(os.path.join(run_dir, "export", "saved_model.pb"))
     return "" if exported else " (the run has none yet: rerun run_classifier on it with --do_export)"
 
@@ -76,6 +83,9 @@ def _unless_exported(run_dir: str) -> str:
 def load_serving_signature(path: str) -> tf.types.experimental.ConcreteFunction:
     """The serving_default of the export at `path` (refuse_what_is_not_an_export(path) passed), checked to be a
     bert_tf export's: it takes text (and text_b)."""
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the tokenizer ops the export uses)
+
     try:
         loaded = tf.saved_model.load(path)
     except Exception as error:  # a damaged SavedModel raises protobuf, OS, value or TensorFlow errors
@@ -170,6 +180,8 @@ def one_line(text: str) -> str:
 def classify(serve: tf.types.experimental.ConcreteFunction, inputs: list[Input], texts: list[str],
              texts_b: list[str] | None) -> None:
     """Prints `label  probability  input` per input, a batch at a time."""
+    import tensorflow as tf
+
     for start in range(0, len(texts), BATCH_SIZE):
         batch = {"text": tf.constant(texts[start:start + BATCH_SIZE])}
         if texts_b is not None:

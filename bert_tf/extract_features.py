@@ -15,46 +15,26 @@ import os
 import tempfile
 
 import numpy as np
-import tensorflow as tf
 from absl import app
 
+from bert_tf import files
 from bert_tf import flags as bert_flags
 from bert_tf import tables
-from bert_tf.encoders.loading import encoder_info, load_savedmodel
 from bert_tf.errors import InputError, exits_cleanly_on_bad_input
-from bert_tf.model import pool
-from bert_tf.progress import Progress
-from bert_tf.tokenization import BertTextTokenizer, load_vocab, pack_inputs
 
 FLAGS = bert_flags.FLAGS
 
 
-def extract(texts: list[str], encoder, tokenizer: BertTextTokenizer, pooling: str, layers: list[int],
-            max_seq_length: int, batch_size: int) -> np.ndarray:
-    """[texts, dims] float32 features."""
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-    def features_of(batch):
-        inputs = pack_inputs([tokenizer.tokenize(batch)], max_seq_length, tokenizer.cls_id, tokenizer.sep_id,
-                             tokenizer.pad_id)
-        outputs = encoder(inputs, training=False)
-        if pooling == "pooled":
-            return outputs["pooled_output"]
-        encoder_outputs = outputs["encoder_outputs"]
-        return tf.concat([pool({"sequence_output": encoder_outputs[i]}, inputs["input_mask"], pooling) for i in layers],
-                         axis=-1)
-
-    vectors = []
-    with Progress(len(texts), "texts") as progress:
-        for start in range(0, len(texts), batch_size):
-            batch = texts[start:start + batch_size]
-            vectors.append(features_of(tf.constant(batch)).numpy())
-            progress.update(len(batch))
-    return np.concatenate(vectors).astype(np.float32)
-
-
 def prepare_output(output_file: str) -> None:
     """Creates the output file's directory and tries a file there, so an unwritable place fails before the work."""
+    if files.is_remote(output_file):
+        import tensorflow as tf
+
+        try:
+            tf.io.gfile.makedirs(os.path.dirname(output_file))
+        except tf.errors.OpError as error:
+            raise InputError(f"cannot write there ({error.message})", flag="output_file") from None
+        return
     if os.path.isdir(output_file):
         raise InputError(f"{output_file} is a directory", flag="output_file",
                          hint="give a file name ending in .npy or .parquet")
@@ -69,7 +49,15 @@ def prepare_output(output_file: str) -> None:
 
 def write_features(output_file: str, vectors: np.ndarray, table: tables.TextTable, text_column: str) -> None:
     """Writes the vectors (.npy) or the table with them (.parquet) via a temp file beside output_file, renamed into
-    place once complete; a failed write (a full disk) leaves nothing behind."""
+    place once complete; a failed write (a full disk) leaves nothing behind. Remote: written locally, then copied."""
+    if files.is_remote(output_file):
+        import tensorflow as tf
+
+        with tempfile.TemporaryDirectory(prefix=".features-") as local:
+            local_file = os.path.join(local, os.path.basename(output_file))
+            write_features(local_file, vectors, table, text_column)
+            tf.io.gfile.copy(local_file, output_file, overwrite=True)
+        return
     temp = output_file + ".tmp" + os.path.splitext(output_file)[1]
     try:
         if output_file.endswith(".npy"):
@@ -98,13 +86,12 @@ def main(argv):
         raise InputError(f"'{','.join(FLAGS.layers)}' is not a list of layer numbers", flag="layers") from None
     prepare_output(FLAGS.output_file)
     table = tables.read_text_table(FLAGS.input_file, FLAGS.text_column, [], labels_required=False)
-    info = encoder_info(FLAGS.encoder)
-    encoder = load_savedmodel(info.handles.encoder)
-    num_layers = len(encoder.__call__.concrete_functions[0].structured_outputs["encoder_outputs"])
+    from bert_tf.features import extract, load_feature_encoder  # TensorFlow: only once the flags are checked
+
+    encoder, tokenizer, num_layers = load_feature_encoder(FLAGS.encoder, FLAGS.vocab_file, FLAGS.do_lower_case,
+                                                         FLAGS.max_seq_length)
     if any(not -num_layers <= layer < num_layers for layer in layers):
         raise InputError(f"the encoder has {num_layers} layers", flag="layers", hint=f"use -{num_layers}..{num_layers - 1}")
-    lower = info.do_lower_case if FLAGS.do_lower_case is None else FLAGS.do_lower_case
-    tokenizer = BertTextTokenizer(load_vocab(FLAGS.vocab_file or info.vocab_file), lower)
     vectors = extract(table.texts, encoder, tokenizer, FLAGS.pooling, layers, FLAGS.max_seq_length, FLAGS.batch_size)
     write_features(FLAGS.output_file, vectors, table, FLAGS.text_column)
     print(f"Wrote {vectors.shape[0]} × {vectors.shape[1]} features to {FLAGS.output_file}")

@@ -103,3 +103,18 @@ def test_the_encoder_cache_on_ram_storage_converts_once_and_loads(monkeypatch):
     expected = hub.load(local.encoder)(inputs)["sequence_output"]
     actual = hub.load(remote.encoder)(inputs)["sequence_output"]
     assert float(tf.reduce_max(tf.abs(expected - actual))) == 0.0
+
+
+def test_features_are_written_to_ram_storage(tiny_encoder, tmp_path):
+    from bert_tf import extract_features
+
+    table = write_csv(str(tmp_path / "texts.csv"), sentiment_rows(6))
+    bert_flags.define_extract_features_flags()
+    with flagsaver.flagsaver():
+        bert_flags.FLAGS.unparse_flags()
+        bert_flags.FLAGS(["extract_features", f"--input_file={table}", f"--encoder={tiny_encoder}",
+                          "--max_seq_length=16", "--output_file=ram://features/out/vectors.npy"])
+        extract_features.main(["extract_features"])
+    with tf.io.gfile.GFile("ram://features/out/vectors.npy", "rb") as f:
+        vectors = np.load(f)
+    assert vectors.shape == (6, 32) and tf.io.gfile.listdir("ram://features/out") == ["vectors.npy"]

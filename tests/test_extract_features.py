@@ -50,10 +50,10 @@ def test_mean_pooled_layers_match_a_direct_computation(tiny_encoder, tmp_path):
     np.testing.assert_allclose(np.stack(frame["features"].to_numpy()), expected, atol=1e-5)
 
 
-def extract_features(table: str, output_file: str, encoder: str) -> subprocess.CompletedProcess:
+def extract_features(table: str, output_file: str, encoder: str, *flags: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "bert_tf.extract_features", f"--input_file={table}", f"--output_file={output_file}",
-         f"--encoder={encoder}", "--max_seq_length=16"], capture_output=True, text=True, timeout=300)
+         f"--encoder={encoder}", "--max_seq_length=16", *flags], capture_output=True, text=True, timeout=300)
 
 
 def test_output_place_is_made_or_refused_before_the_work(tiny_encoder, tmp_path):
@@ -68,3 +68,10 @@ def test_output_place_is_made_or_refused_before_the_work(tiny_encoder, tmp_path)
     assert made.returncode == 0, made.stderr[-3000:]
     assert np.load(tmp_path / "new" / "dir" / "features.npy").shape[0] == len(TEXTS)
     assert os.listdir(tmp_path / "new" / "dir") == ["features.npy"]
+
+
+def test_a_sequence_longer_than_the_encoders_positions_is_one_line(tiny_encoder, tmp_path):
+    table = write_csv(str(tmp_path / "texts.csv"), [(text, "x") for text in TEXTS])
+    refused = extract_features(table, str(tmp_path / "features.npy"), tiny_encoder, "--max_seq_length=128")
+    assert_one_error_line(refused, "--max_seq_length", "128 is out of range", "64 positions")
+    assert not os.path.exists(tmp_path / "features.npy")

@@ -184,7 +184,8 @@ def test_bad_flags_give_one_line(tiny_records, tiny_encoder, tmp_path, flags, en
     assert_one_error_line(result, expected)
 
 
-@pytest.mark.parametrize("command", ["run_classifier", "create_tfrecords", "export_encoder", "export_tflite"])
+@pytest.mark.parametrize("command", ["run_classifier", "create_tfrecords", "export_encoder", "export_tflite",
+                                     "classify_text", "extract_features", "create_pretraining_data"])
 def test_a_flag_typo_answers_before_tensorflow_loads(command):
     """A misspelt flag is one line and exit code 2, decided before the seconds-long TensorFlow import:
     -X importtime lists every module imported, and tensorflow is not among them."""
