@@ -4,6 +4,7 @@ SIGTERM or Ctrl-C (one worker of two, too), damaged records, a full disk."""
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import shutil
@@ -310,3 +311,24 @@ def test_read_only_output_dir_gives_one_line(tiny_records, tiny_encoder, small_d
     result = run_classifier(tiny_records, tiny_encoder, os.path.join(small_disk, "run"), "--do_train",
                             "--num_train_epochs=0.2", check=False)
     assert_one_error_line(result, "--output_dir", "Read-only file system")
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("metadata not json", ["metadata.json", "is not valid JSON", "create_tfrecords"]),
+    ("metadata without a field", ["metadata.json", "lacks or mangles a field"]),
+    ("train records missing", ["--data_dir", "no train.tf_record here", "64 train records"]),
+])
+def test_damaged_records_directory_gives_one_line(damage, expected, tiny_records, tiny_encoder, tmp_path):
+    records = shutil.copytree(tiny_records, str(tmp_path / "records"))
+    metadata = os.path.join(records, "metadata.json")
+    if damage == "metadata not json":
+        with open(metadata, "r+") as f:
+            f.truncate(40)
+    elif damage == "metadata without a field":
+        content = json.load(open(metadata))
+        del content["label_names"]
+        json.dump(content, open(metadata, "w"))
+    else:
+        os.remove(os.path.join(records, "train.tf_record"))
+    result = run_classifier(records, tiny_encoder, str(tmp_path / "run"), "--do_train", check=False)
+    assert_one_error_line(result, *expected)
