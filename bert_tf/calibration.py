@@ -35,7 +35,6 @@ def expected_calibration_error(confidences: np.ndarray, correct: np.ndarray, bin
     if confidences.size == 0:
         return 0.0
     index = np.clip(np.ceil(confidences * bins).astype(int) - 1, 0, bins - 1)
-    counts = np.bincount(index, minlength=bins)
     accuracy = np.bincount(index, weights=correct, minlength=bins)
     confidence = np.bincount(index, weights=confidences, minlength=bins)
     return float(np.sum(np.abs(accuracy - confidence)) / confidences.size)

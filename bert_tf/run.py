@@ -20,10 +20,10 @@ import tensorflow as tf
 from absl import logging
 
 from bert_tf import distribution, reports, run_directory
+from bert_tf.calibration import load_temperature, save_temperature
 from bert_tf.encoders.hub_layers import HubEncoder
 from bert_tf.encoders.loading import encoder_info
 from bert_tf.errors import InputError
-from bert_tf.calibration import load_temperature, save_temperature
 from bert_tf.evaluation import Predictions, Predictor, calibrate, compute_metrics, tune_thresholds
 from bert_tf.export import ServingModel, save_serving_model
 from bert_tf.files import atomic_write
