@@ -42,15 +42,16 @@ def goemotions_table(work: str, split: str, names: list[str]) -> str:
     return path
 
 
-def copy_first_rows(source: str, target: str, rows: int | None) -> int:
-    """Writes the table's header line and the first `rows` lines after it (all for None) to `target`; returns how
-    many it wrote after the header.
+def copy_first_rows(source: str, target: str, rows: int | None, header: bool = True) -> int:
+    """Writes the table's header line (if it has one) and the first `rows` lines after it (all for None) to
+    `target`; returns how many it wrote after the header.
 
     So that every side of a comparison reads the same rows, in file order.
     """
     copied = 0
     with open(source, encoding="utf-8") as f, open(target, "w", encoding="utf-8") as out:
-        out.write(next(f))
+        if header:
+            out.write(next(f))
         for line in f:
             if rows is not None and copied >= rows:
                 break
