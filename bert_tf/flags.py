@@ -116,6 +116,10 @@ def _define_best_model_flags() -> None:
     flags.DEFINE_integer("early_stopping_patience", None,
                          "With --do_train --do_eval: stop after this many evaluations without a better dev metric "
                          "(the task's primary one); a resumed run counts the evaluations before it too.")
+    flags.DEFINE_string("best_metric", None,
+                        "Dev metric that picks best/ and drives early stopping, higher being better (e.g. eval_mcc "
+                        "for CoLA, eval_f1 for MRPC); default: the task's primary metric (eval_accuracy, "
+                        "eval_micro_f1, eval_pearson).")
     flags.DEFINE_enum("final_weights", "best", ["best", "last"],
                       "Weights for the final eval, predict and export: best (those kept in best/, when the run "
                       "evaluated dev during training; else the last) or last.")

@@ -26,6 +26,8 @@ class TaskHead:
 
     name: str
     primary_metric: str  # picks the best checkpoint; higher is better for every head so far
+    # What --best_metric may pick instead: the metrics where higher is better (a loss or an error is not).
+    selectable_metrics: tuple[str, ...] = ()
     tunes_thresholds = False  # whether per-label decision thresholds exist (--tune_thresholds)
     independent_labels = False  # whether an example may have several labels (else exactly one)
     votes = True  # whether windows of a long document can vote (--aggregation=vote)
@@ -82,6 +84,7 @@ class MultiClassHead(TaskHead):
 
     name = "multiclass"
     primary_metric = "eval_accuracy"
+    selectable_metrics = ("eval_accuracy", "eval_mcc", "eval_macro_f1", "eval_f1", "eval_auc")
     report_file = "classification_report.txt"
 
     def label_feature(self, num_labels: int) -> tf.io.FixedLenFeature:
@@ -151,6 +154,7 @@ class MultiLabelHead(TaskHead):
 
     name = "multilabel"
     primary_metric = "eval_micro_f1"
+    selectable_metrics = ("eval_micro_f1", "eval_macro_f1", "eval_exact_match", "eval_macro_auc")
     tunes_thresholds = True
     independent_labels = True
     report_file = "label_report.txt"
@@ -243,6 +247,7 @@ class RegressionHead(TaskHead):
 
     name = "regression"
     primary_metric = "eval_pearson"
+    selectable_metrics = ("eval_pearson", "eval_spearman")
     votes = False
     has_classes = False
 

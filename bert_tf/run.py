@@ -55,6 +55,9 @@ def validate(config: RunConfig) -> RecordsMetadata:
     if config.calibrate and (not config.do_eval or not metadata.head.has_classes or metadata.windowed):
         raise InputError("fits a temperature on dev: it needs --do_eval and classes (multi-class or multi-label), "
                          "and records without --long_document=sliding_window", flag="calibrate")
+    if config.best_metric and config.best_metric not in metadata.head.selectable_metrics:
+        raise InputError(f"'{config.best_metric}' is not a dev metric of a {metadata.task_type} task where higher is "
+                         f"better", flag="best_metric", hint=f"use one of {', '.join(metadata.head.selectable_metrics)}")
     if metadata.windowed and config.aggregation == "vote" and not metadata.head.votes:
         raise InputError("vote needs classes", flag="aggregation",
                          hint=f"aggregate {metadata.task_type} windows with mean or max")
@@ -117,7 +120,8 @@ class ClassifierRun:
         self.predictor = Predictor(self.strategy, self.model, metadata, config.eval_batch_size,
                                    train_config.pad_multiple, config.aggregation, config.bucket_window)
         self._last_evaluation = None  # (step, predictions, result) of the latest evaluation during training
-        self.best = run_directory.BestWeights(config.output_dir, metadata.head.primary_metric, writer=self.chief)
+        self.best = run_directory.BestWeights(config.output_dir, config.best_metric or metadata.head.primary_metric,
+                                              writer=self.chief)
         self._best_in_use = False  # whether use_final_weights loaded best/'s weights
 
     def _prepare_output_dir(self) -> None:
@@ -229,10 +233,10 @@ class ClassifierRun:
         predictions = self.predictor.predict(self.config.data_dir, "dev")
         result = {**compute_metrics(predictions, self.metadata), "global_step": step}
         self._last_evaluation = step, predictions, result
+        self.best.offer(self.model, result)
         logging.info("Step %d: %s = %.4f", step, self.best.metric, result[self.best.metric])
         if self.chief:
             reports.write_eval_summaries(self.config.output_dir, result, step, image=False)
-        self.best.offer(self.model, result)
 
     def should_stop(self, step: int) -> bool:
         """Early stopping: early_stopping_patience evaluations since the best one, counted from the schedule,

@@ -48,6 +48,7 @@ class RunConfig:
     eval_batch_size: int = 64
     eval_every_steps: int | None = None
     early_stopping_patience: int | None = None
+    best_metric: str | None = None
     final_weights: str = "best"
     aggregation: str = "mean"
     tune_thresholds: bool = False

@@ -221,6 +221,9 @@ class BestWeights:
 
     def offer(self, model: keras.Model, result: dict) -> bool:
         """Keeps the model's weights and `result` if they beat the best so far; returns whether they did."""
+        if self.metric not in result:  # eval_f1 of a task with more than 2 classes, eval_auc of a dev lacking one
+            raise InputError(f"dev gives no {self.metric}", flag="best_metric",
+                             hint=f"use one of {', '.join(key for key in sorted(result) if key.startswith('eval_'))}")
         if not result[self.metric] > self.best:
             return False
         self.best, self.step = result[self.metric], int(result["global_step"])

@@ -174,8 +174,12 @@ def classifier_flags(args: list[str]) -> list[str]:
     return list(answer["flags"].values())
 
 
-def primary_metric(data_dir: str) -> str:
-    """The dev metric the trials are compared on (higher is better): the task's primary one."""
+def primary_metric(data_dir: str, passed_on: list[str]) -> str:
+    """The dev metric the trials are compared on (higher is better): --best_metric if passed on to the trials
+    (run_classifier has checked it), else the task's primary one."""
+    for flag in passed_on:
+        if flag.startswith("--best_metric="):
+            return flag.split("=", 1)[1]
     # TensorFlow: only once the flags have passed.
     from bert_tf.records import read_metadata
 
@@ -420,7 +424,7 @@ def main(argv):
             raise InputError("is required", flag=name)
     trials = make_trials(FLAGS.learning_rates, FLAGS.num_train_epochs, FLAGS.seeds)
     passed_on = classifier_flags(argv[1:])
-    sweep = Sweep(FLAGS.data_dir, FLAGS.output_dir, trials, passed_on, primary_metric(FLAGS.data_dir))
+    sweep = Sweep(FLAGS.data_dir, FLAGS.output_dir, trials, passed_on, primary_metric(FLAGS.data_dir, passed_on))
     try:
         results = sweep.run()
         best, export_dir = sweep.export_best(results)

@@ -111,7 +111,20 @@ def test_eval_every_steps_adds_evaluations(tiny_records, tiny_encoder, tmp_path)
 @pytest.mark.parametrize("flags, message", [
     (["--do_train", "--early_stopping_patience=2"], "--early_stopping_patience: 2 needs --do_train --do_eval"),
     (["--do_train", "--do_eval", "--eval_every_steps=0"], "--eval_every_steps: 0 needs"),
+    (["--do_train", "--do_eval", "--best_metric=eval_loss"], "--best_metric: 'eval_loss' is not a dev metric"),
+    (["--do_train", "--do_eval", "--best_metric=eval_micro_f1"], "use one of eval_accuracy, eval_mcc"),
 ])
 def test_evaluation_flags_need_training_with_dev(tiny_records, tiny_encoder, tmp_path, flags, message):
     result = run_classifier(tiny_records, tiny_encoder, str(tmp_path / "run"), *flags, check=False)
     assert_one_error_line(result, message)
+
+
+def test_best_metric_picks_the_best_weights_by_another_metric(tiny_records, tiny_encoder, tmp_path):
+    out = str(tmp_path / "run")
+    done = run_classifier(tiny_records, tiny_encoder, out, "--num_train_epochs=4", "--do_train", "--do_eval",
+                          "--best_metric=eval_auc")
+    scores = [(int(step), float(value)) for step, value in re.findall(r"Step (\d+): eval_auc = ([\d.]+)", done.stderr)]
+    assert [step for step, _ in scores] == list(range(STEPS_PER_EPOCH, 33, STEPS_PER_EPOCH))
+    best_step, best_auc = first_best(scores)
+    best = read_results(os.path.join(out, "best", "eval_results.txt"))
+    assert best["global_step"] == best_step and best["eval_auc"] == pytest.approx(best_auc, abs=1e-4)
