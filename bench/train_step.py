@@ -88,6 +88,7 @@ def ours(model_dir: str) -> float:
     from bert_tf.encoders.registry import resolve_encoder
     from bert_tf.model import BertClassifier
     from bert_tf.optimization import NO_DECAY, create_optimizer
+    from bert_tf.records import RecordsMetadata
     from bert_tf.training import TrainConfig, Trainer
 
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
@@ -98,7 +99,8 @@ def ours(model_dir: str) -> float:
         if FLAGS.optimizer == "keras":
             optimizer = keras.optimizers.AdamW.from_config(optimizer.get_config())
             optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
-    metadata = {"task_type": "multiclass", "train_data_size": FLAGS.batch_size, "max_seq_length": FLAGS.seq_length}
+    metadata = RecordsMetadata(task_type="multiclass", num_labels=2, label_names=["0", "1"],
+                               max_seq_length=FLAGS.seq_length, train_data_size=FLAGS.batch_size)
     config = TrainConfig(data_dir="", output_dir=model_dir, global_batch_size=FLAGS.batch_size, num_train_epochs=1)
     trainer = Trainer(strategy, model, optimizer, metadata, config)
     rng = np.random.default_rng(0)
@@ -111,11 +113,12 @@ def ours(model_dir: str) -> float:
     }
     dataset = tf.data.Dataset.from_tensors(batch).repeat()
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
-    examples_per_sec = time_steps(lambda: trainer.train_steps(iterator, tf.constant(1)).numpy())
+    # train_steps returns (mean loss, the objective's statistics); reading the loss waits for the step.
+    examples_per_sec = time_steps(lambda: trainer.train_steps(iterator, tf.constant(1))[0].numpy())
     if FLAGS.profile_dir:
         tf.profiler.experimental.start(FLAGS.profile_dir)
         for _ in range(3):
-            trainer.train_steps(iterator, tf.constant(1)).numpy()
+            trainer.train_steps(iterator, tf.constant(1))[0].numpy()
         tf.profiler.experimental.stop()
     return examples_per_sec
 

@@ -4,6 +4,8 @@ padded, length-sorted batches for evaluation and prediction.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import tensorflow as tf
 
 from bert_tf.records import RecordsMetadata, parse_examples, split_files
@@ -26,7 +28,8 @@ def model_inputs(features: dict[str, tf.Tensor], pad_multiple: int | None = None
 
 
 def train_dataset(data_dir: str, metadata: RecordsMetadata, global_batch_size: int, seed: int, epoch: int,
-                  batches_per_bucket_window: int = 0) -> tf.data.Dataset:
+                  batches_per_bucket_window: int = 0,
+                  parse: Callable[[tf.Tensor], dict[str, tf.Tensor]] | None = None) -> tf.data.Dataset:
     """One epoch of shuffled, full training batches.
 
     The shuffle seed is derived from (seed, epoch) and not reshuffled on iteration, so a run resumed in the
@@ -37,7 +40,12 @@ def train_dataset(data_dir: str, metadata: RecordsMetadata, global_batch_size: i
     With batches_per_bucket_window=W, each window of W batches' worth of shuffled examples is sorted by
     length before batching, and the batches are shuffled again: batches then hold sentences of similar
     length, so trimming a batch to its longest sentence removes most of the padding.
+
+    `parse` turns a batch of serialized records into features (default: the classification records'
+    parse_examples; run_pretraining passes the masked-LM records' own); `metadata` needs `train_data_size`.
     """
+    if parse is None:
+        parse = lambda serialized: parse_examples(serialized, metadata)
     files = split_files(data_dir, "train")
     dataset = tf.data.TFRecordDataset(files)
     size = metadata.train_data_size
@@ -45,12 +53,12 @@ def train_dataset(data_dir: str, metadata: RecordsMetadata, global_batch_size: i
     dataset = dataset.shuffle(min(size, 100_000), seed=epoch_seed, reshuffle_each_iteration=False)
     if batches_per_bucket_window > 1:
         window = global_batch_size * batches_per_bucket_window
-        dataset = dataset.batch(window).map(lambda s: parse_examples(s, metadata), num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.batch(window).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
         dataset = dataset.map(_sort_by_length).unbatch().batch(global_batch_size, drop_remainder=True)
         dataset = dataset.shuffle(batches_per_bucket_window, seed=epoch_seed + 1, reshuffle_each_iteration=False)
     else:
         dataset = dataset.batch(global_batch_size, drop_remainder=True)
-        dataset = dataset.map(lambda s: parse_examples(s, metadata), num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     return _shard_by_data(dataset.prefetch(tf.data.AUTOTUNE))
 
 

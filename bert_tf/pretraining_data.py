@@ -287,12 +287,20 @@ def read_metadata(data_dir: str) -> PretrainingMetadata:
     if not os.path.exists(path):
         raise InputError(f"no {METADATA_FILE} here", file=data_dir, flag="data_dir",
                          hint="write the records with `python -m bert_tf.create_pretraining_data`")
-    with open(path, encoding="utf-8") as f:
-        content = json.load(f)
-    if content.get("objective") != OBJECTIVE:
+    rewrite = "rewrite the records with `python -m bert_tf.create_pretraining_data`"
+    try:
+        with open(path, encoding="utf-8") as f:
+            content = json.load(f)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InputError(f"is not valid JSON ({error})", file=path, hint=rewrite) from None
+    if not isinstance(content, dict) or content.get("objective") != OBJECTIVE:
         raise InputError("holds classification records, not pretraining records", file=data_dir, flag="data_dir",
                          hint="write them with `python -m bert_tf.create_pretraining_data`")
-    return PretrainingMetadata.from_json(content)
+    try:
+        return PretrainingMetadata.from_json(content)
+    except (KeyError, TypeError) as error:
+        raise InputError(f"lacks or mangles a field ({type(error).__name__}: {error})", file=path,
+                         hint=rewrite) from None
 
 
 def feature_spec(max_seq_length: int, max_predictions_per_seq: int) -> dict:

@@ -27,7 +27,7 @@ from bert_tf.errors import InputError, Stopped
 from bert_tf.input_pipeline import model_inputs, train_dataset
 from bert_tf.optimization import clip_gradients
 from bert_tf.progress import Progress
-from bert_tf.records import RecordsMetadata
+from bert_tf.records import RecordsMetadata, parse_examples
 
 CHECKPOINT_NAME = "model.ckpt"
 
@@ -109,6 +109,7 @@ class TrainConfig:
     profile_steps: tuple[int, int] | None = None  # trace steps [start, end) with the TF profiler (chief only)
     eval_every_steps: int | None = None  # evaluate every this many steps too, not only at the end of each epoch
     class_weights: tuple[float, ...] | None = None  # the training loss's per-class (multi-label: positive) weights
+    num_train_steps: int | None = None  # train exactly this many steps (run_pretraining), not num_train_epochs'
 
     def steps_per_epoch(self, metadata: RecordsMetadata) -> int:
         steps = metadata.train_data_size // self.global_batch_size
@@ -120,6 +121,9 @@ class TrainConfig:
         return steps
 
     def total_steps(self, metadata: RecordsMetadata) -> int:
+        if self.num_train_steps is not None:
+            self.steps_per_epoch(metadata)  # a batch larger than the records is still refused
+            return self.num_train_steps
         return max(1, int(self.steps_per_epoch(metadata) * self.num_train_epochs))
 
     def evaluation_steps(self, metadata: RecordsMetadata) -> list[int]:
@@ -129,6 +133,55 @@ class TrainConfig:
         if self.eval_every_steps:
             points |= set(range(self.eval_every_steps, total + 1, self.eval_every_steps))
         return sorted(points)
+
+
+class Objective(Protocol):
+    """What the Trainer minimises: how a record file's batch is parsed, and one replica's loss of its batch.
+
+    The classifier's is ClassificationObjective (below); run_pretraining's is pretraining.MaskedLMObjective.
+    """
+
+    # Names of the per-replica sums replica_loss returns beside the loss; the loop adds them up over replicas
+    # and steps, and summaries() turns the totals of one loop call into train/ scalars.
+    statistics: tuple[str, ...]
+
+    def parse(self, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+        """A batch of serialized records → features (tf.data map; int32 ids)."""
+
+    def replica_loss(self, model: keras.Model, features: dict[str, tf.Tensor]
+                     ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """In a replica context, while training: this replica's share of the global batch's loss (the shares
+        of all replicas add up to it) and its `statistics` (float32 scalars)."""
+
+    def summaries(self, totals: dict[str, float]) -> dict[str, float]:
+        """train/ scalars (besides loss and learning_rate) from one loop call's statistics."""
+
+
+class ClassificationObjective:
+    """The task head's loss (heads.py), weighted per example and by class, over the global batch size."""
+
+    statistics = ()
+
+    def __init__(self, metadata: RecordsMetadata, global_batch_size: int,
+                 class_weights: tuple[float, ...] | None = None, pad_multiple: int | None = 1):
+        self.metadata = metadata
+        self.head = metadata.head
+        self.global_batch_size = global_batch_size
+        self.pad_multiple = pad_multiple
+        self._class_weights = None if class_weights is None else tf.constant(class_weights, tf.float32)
+
+    def parse(self, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+        return parse_examples(serialized, self.metadata)
+
+    def replica_loss(self, model: keras.Model, features: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict]:
+        logits = model(model_inputs(features, self.pad_multiple), training=True)
+        losses = self.head.per_example_loss(features["label_ids"], logits, self._class_weights) * features["weight"]
+        # Sum over this replica's examples / global batch: the optimizer sums gradients over replicas,
+        # which then average over the global batch whatever the number of replicas.
+        return tf.reduce_sum(losses) / self.global_batch_size, {}
+
+    def summaries(self, totals: dict[str, float]) -> dict[str, float]:
+        return {}
 
 
 class TrainingMonitor(Protocol):
@@ -166,20 +219,22 @@ def restore_latest(checkpoint: tf.train.Checkpoint, manager: tf.train.Checkpoint
 
 
 class Trainer:
-    """Trains `model` with `optimizer` on the records of `config.data_dir` under `strategy`.
+    """Trains `model` with `optimizer` on the records of `config.data_dir` under `strategy`, minimising
+    `objective` (default: the classifier's, ClassificationObjective of the records' task head).
 
-    Build the model and optimizer inside `strategy.scope()` before constructing the Trainer.
+    Build the model and optimizer inside `strategy.scope()` before constructing the Trainer. `metadata` needs
+    `train_data_size` (and, for the default objective, is the records' RecordsMetadata).
     """
 
     def __init__(self, strategy: tf.distribute.Strategy, model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                 metadata: RecordsMetadata, config: TrainConfig):
+                 metadata: RecordsMetadata, config: TrainConfig, objective: Objective | None = None):
         self.strategy = strategy
         self.model = model
         self.optimizer = optimizer
         self.metadata = metadata
         self.config = config
-        self.head = metadata.head
-        self._class_weights = None if config.class_weights is None else tf.constant(config.class_weights, tf.float32)
+        self.objective = objective or ClassificationObjective(metadata, config.global_batch_size,
+                                                              config.class_weights, config.pad_multiple)
         with strategy.scope():
             # Slots exist before a restore, so it fills them rather than deferring.
             optimizer.build(model.trainable_variables)
@@ -201,25 +256,28 @@ class Trainer:
     def _replica_step(self, features):
         scaling = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
         with tf.GradientTape() as tape:
-            logits = self.model(model_inputs(features, self.config.pad_multiple), training=True)
-            losses = self.head.per_example_loss(features["label_ids"], logits, self._class_weights) * features["weight"]
-            # Sum over this replica's examples / global batch: the optimizer sums gradients over replicas,
-            # which then average over the global batch whatever the number of replicas.
-            loss = tf.reduce_sum(losses) / self.config.global_batch_size
+            loss, statistics = self.objective.replica_loss(self.model, features)
             scaled_loss = self.optimizer.scale_loss(loss) if scaling else loss
         gradients = clip_gradients(tape.gradient(scaled_loss, self.model.trainable_variables), self.config.clip_norm,
                                    loss_scale=self.optimizer.dynamic_scale if scaling else None)
         self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
-        return loss
+        return loss, statistics
 
     def _train_steps_fn(self, iterator, num_steps):
-        def body(step, total):
-            per_replica = self.strategy.run(self._replica_step, args=(next(iterator),))
-            return step + 1, total + self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+        """num_steps steps; returns their mean loss and the objective's statistics summed over them."""
+        names = self.objective.statistics
 
-        _, total = tf.while_loop(lambda step, _: step < num_steps, body, (tf.constant(0), tf.constant(0.0)))
+        def total(per_replica):
+            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+        def body(step, loss_sum, sums):
+            loss, statistics = self.strategy.run(self._replica_step, args=(next(iterator),))
+            return step + 1, loss_sum + total(loss), tuple(s + total(statistics[n]) for s, n in zip(sums, names))
+
+        initial = (tf.constant(0), tf.constant(0.0), tuple(tf.constant(0.0) for _ in names))
+        _, loss_sum, sums = tf.while_loop(lambda step, *_: step < num_steps, body, initial)
         self.step_counter.assign_add(tf.cast(num_steps, tf.int64))
-        return total / tf.cast(num_steps, tf.float32)
+        return loss_sum / tf.cast(num_steps, tf.float32), dict(zip(names, sums))
 
     def train(self, monitor: TrainingMonitor | None = None) -> int:
         """Runs (or resumes) training to the planned number of steps, or until `monitor` stops it; returns the step."""
@@ -265,7 +323,7 @@ class Trainer:
         while step < stop_at:
             epoch = step // steps_per_epoch
             dataset = train_dataset(config.data_dir, self.metadata, config.global_batch_size, config.seed, epoch,
-                                    config.batches_per_bucket_window)
+                                    config.batches_per_bucket_window, parse=self.objective.parse)
             dataset = dataset.skip(step - epoch * steps_per_epoch)
             iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
             epoch_end = min((epoch + 1) * steps_per_epoch, stop_at)
@@ -275,11 +333,11 @@ class Trainer:
                 num_steps = min(config.steps_per_loop, epoch_end - step, next_save - step)
                 profiler.before(step)
                 started = time.monotonic()
-                loss = self._run_steps(iterator, step, num_steps)
+                loss, statistics = self._run_steps(iterator, step, num_steps)
                 elapsed = time.monotonic() - started
                 profiler.after(step + num_steps)
                 step += num_steps
-                self._log_steps(step, num_steps, loss, elapsed, progress)
+                self._log_steps(step, num_steps, loss, statistics, elapsed, progress)
                 if step % config.save_checkpoints_steps == 0 or step == total_steps:
                     self._save(step)
         return step
@@ -320,18 +378,24 @@ class Trainer:
             raise WorkerLost(f"a worker stopped ({error.message.splitlines()[0][:200]}); run the same command again "
                              f"on every worker to resume from the last checkpoint") from None
 
-    def _log_steps(self, step: int, num_steps: int, loss: float, elapsed: float, progress: Progress) -> None:
+    def _log_steps(self, step: int, num_steps: int, loss: float, statistics: dict[str, float], elapsed: float,
+                   progress: Progress) -> None:
         examples_per_sec = num_steps * self.config.global_batch_size / elapsed
         learning_rate = float(self.optimizer.learning_rate)
         tf.summary.scalar("loss", loss, step=step)
+        extra = self.objective.summaries(statistics)
+        for name, value in extra.items():
+            tf.summary.scalar(name, value, step=step)
         tf.summary.scalar("learning_rate", learning_rate, step=step)
         tf.summary.scalar("examples_per_sec", examples_per_sec, step=step)
-        progress.update(num_steps, f"loss {loss:.4f} lr {learning_rate:.2e} {examples_per_sec:.1f} ex/s")
+        shown = "".join(f" {name} {value:.4f}" for name, value in extra.items())
+        progress.update(num_steps, f"loss {loss:.4f}{shown} lr {learning_rate:.2e} {examples_per_sec:.1f} ex/s")
 
-    def _run_steps(self, iterator, step: int, num_steps: int) -> float:
-        """One call of the compiled loop: num_steps steps from `step`; returns their mean loss."""
+    def _run_steps(self, iterator, step: int, num_steps: int) -> tuple[float, dict[str, float]]:
+        """One call of the compiled loop: num_steps steps from `step`; returns their mean loss and statistics."""
         try:
-            loss = float(self.train_steps(iterator, tf.constant(num_steps)))
+            loss, statistics = self.train_steps(iterator, tf.constant(num_steps))
+            loss, statistics = float(loss), {name: float(value) for name, value in statistics.items()}
         except tf.errors.DataLossError as error:
             raise RecordsDamaged(
                 f"{self.config.data_dir}: a train record file is damaged or truncated "
@@ -348,7 +412,7 @@ class Trainer:
                 f"loss became {loss} between steps {step} and {step + num_steps}; the last good checkpoint "
                 f"is kept. Usual causes: a learning rate too high, bad labels"
             )
-        return loss
+        return loss, statistics
 
 
 class StepProfiler:

@@ -26,6 +26,7 @@ from conftest import (
     start_classifier,
     start_workers,
     stop,
+    stop_at,
 )
 
 # Long enough to be killed at a chosen checkpoint: 80 steps, a checkpoint every 2, one step per tf.function call.
@@ -37,7 +38,8 @@ MOMENTS = "optimizer/_variables/"  # AdamW's first and second moment of every tr
 
 def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tiny_records, tiny_encoder, tmp_path):
     out = str(tmp_path / "run")
-    run_classifier(tiny_records, tiny_encoder, out, "--do_train", "--num_train_epochs=1", "--save_checkpoints_steps=3")
+    run_classifier(tiny_records, tiny_encoder, out, "--do_train", "--num_train_epochs=5", "--save_checkpoints_steps=3")
+    stop_at(out, 6)  # as if interrupted there; it resumes with a learning rate that diverges
     result = run_classifier(tiny_records, tiny_encoder, out, "--do_train", "--num_train_epochs=5",
                             "--save_checkpoints_steps=3", "--learning_rate=1e12", check=False)
     error = assert_one_error_line(result, "loss became", "learning rate")
@@ -48,15 +50,16 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tiny_re
 
 def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(tiny_records, tiny_encoder, tmp_path):
     out = str(tmp_path / "run")
-    run_classifier(tiny_records, tiny_encoder, out, "--do_train", "--num_train_epochs=1", "--save_checkpoints_steps=3")
+    run_classifier(tiny_records, tiny_encoder, out, "--do_train", "--num_train_epochs=2", "--save_checkpoints_steps=3")
+    stop_at(out, 9)  # as if interrupted after the checkpoint of step 9
     latest = tf.train.latest_checkpoint(out)
-    assert latest.endswith("model.ckpt-8")
+    assert latest.endswith("model.ckpt-9")
     for data in glob.glob(latest + ".data-*"):
         with open(data, "r+b") as f:
             f.truncate(100)
     result = run_classifier(tiny_records, tiny_encoder, out, "--do_train", "--num_train_epochs=2",
                             "--save_checkpoints_steps=3")
-    assert "model.ckpt-8 is unreadable" in result.stderr
+    assert "model.ckpt-9 is unreadable" in result.stderr
     assert "Resuming from" in result.stderr and "model.ckpt-6 at step 6" in result.stderr
     assert tf.train.latest_checkpoint(out).endswith("model.ckpt-16")
 

@@ -23,6 +23,7 @@ from conftest import (
     serve_in_fresh_process,
     start_workers,
     stop,
+    stop_at,
 )
 
 from bert_tf.reports import read_results
@@ -129,7 +130,7 @@ def test_gradient_accumulation_updates_every_n_batches_and_resumes(tiny_records,
     out = str(tmp_path / "run")
     flags = ["--do_train", "--gradient_accumulation_steps=2", "--save_checkpoints_steps=1", "--iterations_per_loop=1",
              "--keep_checkpoint_max=10"]
-    run_classifier(tiny_records, tiny_encoder, out, *flags, "--num_train_epochs=0.5")  # 4 batches of 8
+    run_classifier(tiny_records, tiny_encoder, out, *flags, "--num_train_epochs=1")  # 8 batches of 8
     start = read_weights_of_encoder_start(tiny_encoder)
     encoder = [read_weights(os.path.join(out, f"model.ckpt-{step}")) for step in range(1, 5)]
     encoder = [{name: w[name] for name in start} for w in encoder]
@@ -139,6 +140,7 @@ def test_gradient_accumulation_updates_every_n_batches_and_resumes(tiny_records,
     assert max_difference(encoder[2], encoder[1]) == 0
     assert max_difference(encoder[3], encoder[2]) > 1e-4
     # Steps count batches (Keras' optimizer.iterations counts updates): resuming continues at batch 4.
+    stop_at(out, 4)
     resumed = run_classifier(tiny_records, tiny_encoder, out, *flags, "--num_train_epochs=1", "--do_eval")
     assert f"Resuming from {os.path.join(out, 'model.ckpt-4')} at step 4 of 8" in resumed.stderr
     results = read_results(os.path.join(out, "eval_results.txt"))

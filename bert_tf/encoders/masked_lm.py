@@ -127,12 +127,21 @@ class MaskedLMHead(keras.layers.Layer):
         return cls(find_word_embeddings(encoder), hidden_act=config.get("hidden_act", "gelu"),
                    layer_norm_eps=config.get("layer_norm_eps", 1e-12), initial_weights=initial_weights, **kwargs)
 
+    def _named_variables(self) -> dict[str, keras.Variable]:
+        """The head's variables by google-research/bert name (head_weight_shapes' order)."""
+        return dict(zip(head_weight_shapes(1, 1), (self.transform_kernel, self.transform_bias, self.layer_norm_gamma,
+                                                   self.layer_norm_beta, self.output_bias)))
+
+    def named_weights(self) -> dict[str, np.ndarray]:
+        """The head's current weights as float32 arrays by google-research/bert name: what `initial_weights`
+        takes, `save_mlm_head_weights` writes and `load_mlm_head_weights` reads back."""
+        return {name: np.asarray(variable.numpy(), np.float32) for name, variable in self._named_variables().items()}
+
     def _assign(self, values: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]]) -> None:
         missing = sorted(set(shapes) - set(values))
         if missing:
             raise ValueError(f"the MLM head's initial_weights lack {', '.join(missing)}")
-        variables = dict(zip(shapes, (self.transform_kernel, self.transform_bias, self.layer_norm_gamma,
-                                      self.layer_norm_beta, self.output_bias)))
+        variables = self._named_variables()
         for name, shape in shapes.items():
             if tuple(np.shape(values[name])) != shape:
                 raise ValueError(f"the MLM head's {name} has shape {tuple(np.shape(values[name]))}, the encoder's "
