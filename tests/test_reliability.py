@@ -38,7 +38,8 @@ MOMENTS = "optimizer/_variables/"  # AdamW's first and second moment of every tr
 
 def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tiny_records, tiny_encoder, tmp_path):
     out = str(tmp_path / "run")
-    run_classifier(tiny_records, tiny_encoder, out, "--do_train", "--num_train_epochs=5", "--save_checkpoints_steps=3")
+    run_classifier(tiny_records, tiny_encoder, out, "--do_train", "--num_train_epochs=5", "--save_checkpoints_steps=3",
+                   "--keep_checkpoint_max=20")
     stop_at(out, 6)  # as if interrupted there; it resumes with a learning rate that diverges
     result = run_classifier(tiny_records, tiny_encoder, out, "--do_train", "--num_train_epochs=5",
                             "--save_checkpoints_steps=3", "--learning_rate=1e12", check=False)
