@@ -11,8 +11,10 @@ run_classifier (the command line) builds the RunConfig from its flags and calls 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+from typing import Iterator
 
 import keras
 import numpy as np
@@ -139,6 +141,16 @@ class ClassifierRun:
     def close(self) -> None:
         """Releases run.lock (also done at exit)."""
         self.lock.release()
+
+    @contextlib.contextmanager
+    def holding_lock(self) -> Iterator[None]:
+        """run.lock taken again for one step of a run that released it (the Python API holds it per call)."""
+        if self.chief:
+            self.lock.acquire()
+        try:
+            yield
+        finally:
+            self.close()
 
     def __enter__(self) -> "ClassifierRun":
         return self

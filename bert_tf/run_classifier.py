@@ -80,6 +80,8 @@ def run_steps(run: "ClassifierRun", config: RunConfig) -> None:
 def main(argv):
     bert_flags.check_command_line(argv, FLAGS)
     config = config_from_flags()
+    if not (config.do_train or config.do_eval or config.do_predict or config.do_export):
+        raise InputError("nothing to do", hint="pass at least one of --do_train, --do_eval, --do_predict, --do_export")
     check_settings(config)
     from bert_tf.run import ClassifierRun  # only now: TensorFlow takes seconds to import, a flag typo answers at once
 

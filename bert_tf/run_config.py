@@ -103,8 +103,6 @@ def check_settings(config: RunConfig) -> None:
     for name in ("data_dir", "output_dir"):
         if not getattr(config, name):
             raise InputError("is required", flag=name)
-    if not (config.do_train or config.do_eval or config.do_predict or config.do_export):
-        raise InputError("nothing to do", hint="pass at least one of --do_train, --do_eval, --do_predict, --do_export")
     for name, (valid, expected) in RANGES.items():
         value = getattr(config, name)
         if not valid(value):

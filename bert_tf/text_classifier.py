@@ -87,9 +87,12 @@ class TextClassifier:
         run_settings = {key: value for key, value in settings.items() if key not in RECORD_SETTINGS}
         self._start(RunConfig(data_dir=data_dir, output_dir=self.output_dir, encoder=self.encoder, do_train=True,
                               do_eval=dev is not None, **run_settings))
-        self._run.train()
-        if dev is not None:
-            self.dev_results_, _ = self._run.evaluate()
+        try:
+            self._run.train()
+            if dev is not None:
+                self.dev_results_, _ = self._run.evaluate()
+        finally:
+            self._run.close()  # run.lock is held per call: the CLI may use the directory between calls
         return self
 
     def _start(self, config: RunConfig) -> None:
@@ -162,7 +165,9 @@ class TextClassifier:
 
     def export(self, export_dir: str | None = None) -> str:
         """The serving SavedModel (default OUTPUT_DIR/export), as run_classifier --do_export writes it."""
-        return self._require_run("export").export(export_dir)
+        run = self._require_run("export")
+        with run.holding_lock():
+            return run.export(export_dir)
 
     def _require_run(self, action: str) -> ClassifierRun:
         if self._run is None:
@@ -198,7 +203,10 @@ class TextClassifier:
         run_settings = {key: value for key, value in settings.items() if key not in RECORD_SETTINGS}
         classifier._start(RunConfig(data_dir=recorded["data_dir"], output_dir=path, encoder=recorded["encoder"],
                                     pooling=recorded["pooling"], **run_settings))
-        classifier._run.restore()
+        try:
+            classifier._run.restore()
+        finally:
+            classifier._run.close()
         return classifier
 
 

@@ -106,15 +106,19 @@ def test_the_encoder_cache_on_ram_storage_converts_once_and_loads(monkeypatch):
 
 
 def test_features_are_written_to_ram_storage(tiny_encoder, tmp_path):
-    from bert_tf import extract_features
+    # extract_features' own steps, in this process (ram:// is per process; its flags would clash with
+    # create_tfrecords' here).
+    from bert_tf.extract_features import prepare_output, write_features
+    from bert_tf.features import extract, load_feature_encoder
+    from bert_tf.tables import read_text_table
 
-    table = write_csv(str(tmp_path / "texts.csv"), sentiment_rows(6))
-    bert_flags.define_extract_features_flags()
-    with flagsaver.flagsaver():
-        bert_flags.FLAGS.unparse_flags()
-        bert_flags.FLAGS(["extract_features", f"--input_file={table}", f"--encoder={tiny_encoder}",
-                          "--max_seq_length=16", "--output_file=ram://features/out/vectors.npy"])
-        extract_features.main(["extract_features"])
-    with tf.io.gfile.GFile("ram://features/out/vectors.npy", "rb") as f:
-        vectors = np.load(f)
+    table = read_text_table(write_csv(str(tmp_path / "texts.csv"), sentiment_rows(6)), "text", [],
+                            labels_required=False)
+    output = "ram://features/out/vectors.npy"
+    prepare_output(output)
+    encoder, tokenizer, _ = load_feature_encoder(tiny_encoder, None, None, 16)
+    vectors = extract(table.texts, encoder, tokenizer, "mean", [-1], 16, 4)
+    write_features(output, vectors, table, "text")
+    with tf.io.gfile.GFile(output, "rb") as f:
+        assert np.array_equal(np.load(f), vectors)
     assert vectors.shape == (6, 32) and tf.io.gfile.listdir("ram://features/out") == ["vectors.npy"]

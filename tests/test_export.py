@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -79,3 +80,34 @@ def test_text_that_is_not_a_1d_batch_is_an_error_not_a_crash(tiny_encoder, tmp_p
     refused = [error is not None and part in error for error, part in zip(result["errors"], expected)]
     assert refused == [True] * len(calls)
     assert result["shape"] == [1, 3]
+
+
+@pytest.mark.parametrize("pooling", ["pooled", "cls", "mean"])
+@pytest.mark.parametrize("count", [1, 5, 2 * export.CHUNK_SIZE + 3], ids=["one", "one_chunk", "chunks"])
+def test_inference_graph_serves_what_the_model_computes(tiny_encoder, pooling, count):
+    # The retraced encoder (export.inference_encoder), with one chunk skipping the loop, against the model's own
+    # call on one padded batch; pairs, so that segment ids other than 0 are read too.
+    rng = np.random.default_rng(1)
+    texts = [" ".join(rng.choice(TINY_WORDS, size=int(rng.integers(1, 9)))) for _ in range(2 * count)]
+    model = BertClassifier(HubEncoder(os.path.join(tiny_encoder, "encoder")), 3, pooling=pooling)
+    model.head.kernel.assign(rng.normal(0, 1, model.head.kernel.shape))  # so the head sees every feature
+    metadata = RecordsMetadata(task_type="multiclass", num_labels=3, label_names=["a", "b", "c"], max_seq_length=16,
+                               paired=True)
+    served = {}
+    for inference_graph in (True, False):
+        serving = export.ServingModel(model, os.path.join(tiny_encoder, "vocab.txt"), True, metadata,
+                                      inference_graph=inference_graph)
+        assert (serving._encode is not None) == inference_graph
+        served[inference_graph] = serving.signature()(text=tf.constant(texts[:count]),
+                                                      text_b=tf.constant(texts[count:]))["probabilities"].numpy()
+    t = serving._tokenizer
+    segments = [t.tokenize(tf.constant(part)) for part in (texts[:count], texts[count:])]
+    expected = tf.nn.softmax(model(pack_inputs(segments, 16, t.cls_id, t.sep_id, t.pad_id), training=False)).numpy()
+    np.testing.assert_allclose(served[True], expected, atol=1e-5)
+    np.testing.assert_allclose(served[False], expected, atol=1e-5)
+
+
+def test_the_inference_graph_is_only_for_bert_tf_encoders():
+    # Other models keep their own call, as do BertClassifiers around TF Hub's BERTs (HubEncoder.named_weights is
+    # None without the bert_config_json that bert_tf's conversions carry).
+    assert export.inference_encoder(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])) is None

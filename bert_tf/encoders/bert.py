@@ -212,3 +212,65 @@ class BertEncoder(tf.Module):
     def _dropout(self, x: tf.Tensor, training: bool) -> tf.Tensor:
         rate = self.config.hidden_dropout_prob
         return tf.nn.dropout(x, rate=rate, seed=next(self._dropout_op_seeds)) if training and rate > 0 else x
+
+
+def inference_outputs(config: BertConfig, weights: Mapping[str, tf.Variable],
+                      inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """BertEncoder's forward pass without dropout, over its weights by name: `sequence_output` and `pooled_output`.
+
+    The same computation laid out for serving. Activations stay [tokens, hidden] between the layers, so each
+    dense layer is one MatMul and BiasAdd, which Grappler's remapper fuses into one kernel (with oneDNN, the GELU
+    too), where BertEncoder's `tensordot` on [batch, seq, hidden] runs the MatMul between shape ops and reshapes,
+    and adds the bias apart.
+    """
+    word_ids = inputs["input_word_ids"]
+    batch, seq_length = tf.shape(word_ids)[0], tf.shape(word_ids)[1]
+    embeddings = (
+        tf.gather(weights["bert/embeddings/word_embeddings"], word_ids)
+        + tf.gather(weights["bert/embeddings/token_type_embeddings"], inputs["input_type_ids"])
+        + weights["bert/embeddings/position_embeddings"][tf.newaxis, :seq_length]
+    )
+    x = tf.reshape(_inference_layer_norm(config, weights, embeddings, "bert/embeddings/LayerNorm"),
+                   [-1, config.hidden_size])
+    mask = tf.cast(inputs["input_mask"], tf.float32)
+    attention_bias = (1.0 - mask)[:, tf.newaxis, tf.newaxis, :] * _MASK_BIAS
+    for layer in range(config.num_hidden_layers):
+        x = _inference_transformer_layer(config, weights, x, attention_bias, (batch, seq_length),
+                                         f"bert/encoder/layer_{layer}/")
+    sequence = tf.reshape(x, [batch, seq_length, config.hidden_size])
+    pooled = tf.tanh(_inference_dense(weights, sequence[:, 0], "bert/pooler/dense"))
+    return {"sequence_output": sequence, "pooled_output": pooled}
+
+
+def _inference_transformer_layer(config: BertConfig, weights: Mapping[str, tf.Variable], x: tf.Tensor,
+                                 attention_bias: tf.Tensor, batch_and_length: tuple, prefix: str) -> tf.Tensor:
+    """BertEncoder._transformer_layer at inference, on x of [batch * seq, hidden]."""
+    heads = config.num_attention_heads
+    head_size = config.hidden_size // heads
+    batch, seq_length = batch_and_length
+
+    def split_heads(t: tf.Tensor) -> tf.Tensor:  # [B * T, H] -> [B, heads, T, head_size]
+        return tf.transpose(tf.reshape(t, [batch, seq_length, heads, head_size]), [0, 2, 1, 3])
+
+    query, key, value = (split_heads(_inference_dense(weights, x, prefix + "attention/self/" + name))
+                         for name in ("query", "key", "value"))
+    scores = tf.matmul(query, key, transpose_b=True) * (1.0 / math.sqrt(head_size)) + attention_bias
+    context = tf.reshape(tf.transpose(tf.matmul(tf.nn.softmax(scores, axis=-1), value), [0, 2, 1, 3]),
+                         [-1, config.hidden_size])
+    attention = _inference_dense(weights, context, prefix + "attention/output/dense")
+    x = _inference_layer_norm(config, weights, attention + x, prefix + "attention/output/LayerNorm")
+    intermediate = _ACTIVATIONS[config.hidden_act](_inference_dense(weights, x, prefix + "intermediate/dense"))
+    output = _inference_dense(weights, intermediate, prefix + "output/dense")
+    return _inference_layer_norm(config, weights, output + x, prefix + "output/LayerNorm")
+
+
+def _inference_dense(weights: Mapping[str, tf.Variable], x: tf.Tensor, name: str) -> tf.Tensor:
+    # bias_add, not `+`: the remapper fuses MatMul with a BiasAdd only.
+    return tf.nn.bias_add(tf.matmul(x, weights[name + "/kernel"]), weights[name + "/bias"])
+
+
+def _inference_layer_norm(config: BertConfig, weights: Mapping[str, tf.Variable], x: tf.Tensor,
+                          name: str) -> tf.Tensor:
+    mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+    normalized = (x - mean) * tf.math.rsqrt(variance + config.layer_norm_eps)
+    return normalized * weights[name + "/gamma"] + weights[name + "/beta"]

@@ -63,6 +63,15 @@ class HubEncoder(keras.layers.Layer):
             return None
         return json.loads(self._savedmodel.bert_config_json.numpy().decode("utf-8"))
 
+    @property
+    def named_weights(self) -> dict[str, tf.Variable] | None:
+        """The weights by google-research/bert name (`bert/encoder/layer_0/...`) when the SavedModel is bert_tf's
+        conversion (it keeps them as `encoder.weights`, beside `bert_config_json`); None for TF Hub's BERTs."""
+        weights = getattr(getattr(self._savedmodel, "encoder", None), "weights", None)
+        if weights is None or self.bert_config is None:
+            return None
+        return dict(weights)
+
     def _track_existing(self, variable: tf.Variable, trainable: bool) -> None:
         # keras.Variable wraps an existing tf.Variable (and a strategy's MirroredVariable) without copying.
         wrapped = keras.Variable(
