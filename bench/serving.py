@@ -1,9 +1,10 @@
-"""Serving speed: bert_tf's exported SavedModel vs the PyTorch model in eager mode, on SST-2 dev sentences.
+"""Serving speed: bert_tf's exported SavedModel vs the PyTorch model in eager mode and the same model in ONNX
+Runtime, on SST-2 dev sentences.
 
   .venv/bin/python bench/serving.py                                  # builds a throwaway export first
   .venv/bin/python bench/serving.py --export_dir=runs/sst2/export    # times an existing (single-text) export
   .venv/bin/python bench/serving.py --latency_calls=20 --throughput_repeats=2   # a quick check
-  .venv/bin/python bench/serving.py --notflite                       # without the TFLite models
+  .venv/bin/python bench/serving.py --notflite --noort --nocompare_model_graph  # ours and torch only
 
 Ours: without --export_dir, a classifier export is built the way a user builds one, but with little training
 (accuracy does not matter for speed; the TFLite label agreement needs a model whose probabilities are not all
@@ -22,14 +23,25 @@ with tokenization by `BertTokenizerFast` from the same directory inside the timi
 longest, `truncation=True, max_length=--max_seq_length`), then softmax and argmax, as the export returns
 probabilities and a label. Its classification head is untrained: speed only.
 
+ONNX Runtime (--ort, on by default): that same torch model (the same untrained head) exported the way a user
+exports it, `torch.onnx.export` (the TorchScript exporter, `dynamo=False`; opset --onnx_opset) with dynamic batch
+and sequence axes, then run by `onnxruntime.InferenceSession` on the CPU provider with every graph optimization
+(`ORT_ENABLE_ALL`) and --ort_threads intra-op threads (0: one per core). It is tokenized by the same
+`BertTokenizerFast` call inside the timing, and softmax and argmax follow in numpy. `ours_over_ort_latency`
+(LOWER is better for us) and `ours_over_ort_throughput` (HIGHER is better for us) compare it with ours,
+`tflite_*_over_ort_*` with the .tflite files. Over all of SST-2 dev, its probabilities are compared with
+torch's (`ort_vs_torch_max_abs_dprob`, `ort_vs_torch_label_agreement`): the exported graph computes what torch
+does.
+
 Figures, for each side on the same sentences: latency of one sentence (median over --latency_calls calls, each
 with the next dev sentence, after --warmup calls) and throughput of --batch_size (256) dev sentences in one call
 (sentences/s from the median of --throughput_repeats calls, after one warm-up call). `ours_over_torch_latency` is
 ours/torch latency: LOWER is better for us; `ours_over_torch_throughput` is ours/torch throughput: HIGHER is
-better for us. `load_avg_1m_at_start` is there to flag a machine that was busy: with another process on
-the cores, torch's OpenMP threads wait for each other (far slower than with --torch_threads=1 then), so compare
-only runs on an otherwise idle machine. With --export_dir, pass the --max_seq_length the export was made with, so
-torch truncates alike.
+better for us. --tf_threads sets TensorFlow's two thread pools for ours (0: its default, one thread per core
+each), as --torch_threads, --ort_threads and --tflite_threads do for the others. `load_avg_1m_at_start` is there
+to flag a machine that was busy: with another process on the cores, torch's OpenMP threads wait for each other
+(far slower than with --torch_threads=1 then), so compare only runs on an otherwise idle machine. With
+--export_dir, pass the --max_seq_length the export was made with, so torch truncates alike.
 
 TFLite (--tflite, on by default): the same export converted with `python -m bert_tf.export_tflite
 --quantize=none|dynamic|float16` (subprocesses, like the export's build), each .tflite loaded in this process with
@@ -42,6 +54,17 @@ compared with the SavedModel's (`tflite_*_label_agreement`, the issue's bar: ≥
 in `tflite_agreement_ok`) and so are its probabilities (`tflite_*_max_abs_dprob`); `tflite_*_mb` are the file
 sizes (`savedmodel_mb`: the export directory's). The .tflite pads a call's texts to the longest of them, where the
 SavedModel runs length-sorted chunks of 32, so a mixed batch costs it more padding.
+
+Model graph (--compare_model_graph, on by default, only when the bench builds the export): the same run exported
+again with `ServingModel(..., inference_graph=False)`, the export as it was before its inference graph (the
+encoder SavedModel's restored function, every call through the chunk loop), timed alike, in turns with ours
+(each one-sentence call and each batch call of ours followed by the same call of the model graph):
+`latency_ms_1_ours_model_graph`, `throughput_*_ours_model_graph`, and `model_graph_over_ours_*` (latency HIGHER
+and throughput LOWER: the inference graph is faster); `ours_vs_model_graph_max_abs_dprob` over SST-2 dev.
+
+--profile_dir traces ours' (and the model graph's) one-sentence calls for bench/profile_summary.py, which prints
+each op type's share of the op time.
+
 The LAST line printed is one JSON object with all figures.
 """
 
@@ -51,13 +74,14 @@ import csv
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 
 from absl import app, flags
 
-from shared_data import SHARED, copy_first_rows, default_encoder_dir, run_module
+from shared_data import REPO, SHARED, copy_first_rows, default_encoder_dir, run_module
 
 flags.DEFINE_string("export_dir", None, "Time this existing export (default: build a throwaway one first).")
 flags.DEFINE_integer("max_seq_length", 64, "Sequence length of the built export, and torch's truncation.")
@@ -70,6 +94,15 @@ flags.DEFINE_string("data_dir", os.path.join(SHARED, "sst2"), "Directory of SST-
 flags.DEFINE_integer("torch_threads", 0, "torch.set_num_threads for the peer (0: torch's default, one per core).")
 flags.DEFINE_boolean("tflite", True, "Also convert the export to TFLite (none, dynamic, float16) and measure those.")
 flags.DEFINE_integer("tflite_threads", 0, "Threads of the TFLite interpreter (0: one per core).")
+flags.DEFINE_integer("tf_threads", 0, "TensorFlow's intra-op and inter-op threads for ours (tf.config.threading; "
+                     "0: TensorFlow's default, one per core each).")
+flags.DEFINE_string("profile_dir", None, "Also trace --latency_calls one-sentence calls of ours (and of the model "
+                    "graph) with the TensorFlow profiler into PROFILE_DIR/ours (and PROFILE_DIR/model_graph).")
+flags.DEFINE_boolean("ort", True, "Also export the torch model to ONNX and time it in ONNX Runtime.")
+flags.DEFINE_integer("ort_threads", 0, "Intra-op threads of the ONNX Runtime session (0: one per core).")
+flags.DEFINE_integer("onnx_opset", 17, "ONNX opset of the torch.onnx export.")
+flags.DEFINE_boolean("compare_model_graph", True, "Also time the run exported with inference_graph=False (the "
+                     "export before its inference graph); needs the bench to build the export.")
 FLAGS = flags.FLAGS
 
 
@@ -92,36 +125,33 @@ def build_export(work_dir: str) -> str:
 
 def time_side(predict, sentences: list[str]) -> tuple[float, float]:
     """(median ms of one-sentence calls, sentences/s of --batch_size-sentence calls) for predict(list[str])."""
+    return time_sides([predict], sentences)[0]
+
+
+def time_sides(predicts: list, sentences: list[str]) -> list[tuple[float, float]]:
+    """time_side of each predict, their calls taken in turns (each sentence by every side, then the next), so that
+    a machine getting busier or quieter meanwhile weighs on all of them alike."""
     for i in range(FLAGS.warmup):
-        predict([sentences[i % len(sentences)]])
-    times = []
+        for predict in predicts:
+            predict([sentences[i % len(sentences)]])
+    latencies = [[] for _ in predicts]
     for i in range(FLAGS.latency_calls):
         text = [sentences[i % len(sentences)]]
-        started = time.perf_counter()
-        predict(text)
-        times.append(time.perf_counter() - started)
-    latency_ms = statistics.median(times) * 1000
+        for predict, times in zip(predicts, latencies):
+            started = time.perf_counter()
+            predict(text)
+            times.append(time.perf_counter() - started)
     batch = [sentences[i % len(sentences)] for i in range(FLAGS.batch_size)]
-    predict(batch)
-    times = []
-    for _ in range(FLAGS.throughput_repeats):
-        started = time.perf_counter()
+    for predict in predicts:
         predict(batch)
-        times.append(time.perf_counter() - started)
-    return latency_ms, len(batch) / statistics.median(times)
-
-
-def time_ours(export_dir: str, sentences: list[str]) -> tuple[float, float]:
-    import tensorflow as tf
-    import tensorflow_text  # noqa: F401  (registers the tokenizer ops the export uses)
-
-    serve = tf.saved_model.load(export_dir).signatures["serving_default"]
-
-    def predict(texts):
-        out = serve(text=tf.constant(texts))
-        return out["probabilities"].numpy(), out["label"].numpy()
-
-    return time_side(predict, sentences)
+    batch_times = [[] for _ in predicts]
+    for _ in range(FLAGS.throughput_repeats):
+        for predict, times in zip(predicts, batch_times):
+            started = time.perf_counter()
+            predict(batch)
+            times.append(time.perf_counter() - started)
+    return [(statistics.median(latency) * 1000, len(batch) / statistics.median(batched))
+            for latency, batched in zip(latencies, batch_times)]
 
 
 TFLITE_OPTIONS = ("none", "dynamic", "float16")
@@ -141,6 +171,17 @@ def build_tflite(export_dir: str, work_dir: str) -> tuple[dict[str, str], dict[s
         seconds[option] = run_module("export_tflite", f"--model={export_dir}", f"--output_file={paths[option]}",
                                      f"--quantize={option}", quiet=True)
     return paths, seconds
+
+
+def profile_one_sentence_calls(predict, sentences: list[str], name: str) -> None:
+    """--profile_dir: a profiler trace of one-sentence calls, for bench/profile_summary.py PROFILE_DIR/NAME."""
+    import tensorflow as tf
+
+    if not FLAGS.profile_dir:
+        return
+    with tf.profiler.experimental.Profile(os.path.join(FLAGS.profile_dir, name)):
+        for i in range(FLAGS.latency_calls):
+            predict([sentences[i % len(sentences)]])
 
 
 def savedmodel_predict(export_dir: str):
@@ -186,12 +227,13 @@ def all_probabilities(predict, sentences: list[str]):
                            for i in range(0, len(sentences), FLAGS.batch_size)])
 
 
-def measure_tflite(export_dir: str, work_dir: str, sentences: list[str], ours: tuple[float, float]) -> dict:
-    """The TFLite figures (see the module docstring); `ours` is the SavedModel's (latency ms, throughput)."""
+def measure_tflite(export_dir: str, work_dir: str, sentences: list[str], ours: tuple[float, float],
+                   expected) -> dict:
+    """The TFLite figures (see the module docstring); `ours` is the SavedModel's (latency ms, throughput) and
+    `expected` its probabilities over `sentences`."""
     import numpy as np
 
     paths, seconds = build_tflite(export_dir, work_dir)
-    expected = all_probabilities(savedmodel_predict(export_dir), sentences)
     figures = {"savedmodel_mb": round(directory_mb(export_dir), 2)}
     agreement_ok = True
     for option in TFLITE_OPTIONS:
@@ -219,25 +261,173 @@ def measure_tflite(export_dir: str, work_dir: str, sentences: list[str], ours: t
     return figures
 
 
-def time_torch(sentences: list[str]) -> tuple[float, float, int]:
+# The export before its inference graph, from the same run: what --compare_model_graph times against ours.
+MODEL_GRAPH_EXPORT = """
+import sys
+from bert_tf.export import ServingModel, save_serving_model
+from bert_tf.run import ClassifierRun
+from bert_tf.run_config import RunConfig
+with ClassifierRun(RunConfig(data_dir=sys.argv[1], output_dir=sys.argv[2], do_export=True)) as run:
+    run.restore()
+    save_serving_model(ServingModel(run.model, run.encoder.vocab_file, run.encoder.do_lower_case, run.metadata,
+                                    inference_graph=False), sys.argv[3])
+"""
+
+
+def export_model_graph(work_dir: str) -> str:
+    """The bench's run exported again with inference_graph=False (in a child process); returns its directory."""
+    path = os.path.join(work_dir, "export_model_graph")
+    subprocess.run([sys.executable, "-c", MODEL_GRAPH_EXPORT, os.path.join(work_dir, "records"),
+                    os.path.join(work_dir, "run"), path], cwd=REPO, stdout=sys.stderr, check=True)
+    return path
+
+
+def model_graph_figures(timed: tuple[float, float], ours: tuple[float, float], dprob: float) -> dict:
+    return {
+        "latency_ms_1_ours_model_graph": round(timed[0], 2),
+        f"throughput_{FLAGS.batch_size}_ours_model_graph": round(timed[1], 1),
+        "model_graph_over_ours_latency": round(timed[0] / ours[0], 3),
+        "model_graph_over_ours_throughput": round(timed[1] / ours[1], 3),
+        "ours_vs_model_graph_max_abs_dprob": float(f"{dprob:.3g}"),
+    }
+
+
+ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def torch_peer():
+    """The torch peer's tokenizer and model (classification head untrained), which the ONNX export shares."""
     import torch
     from transformers import BertForSequenceClassification, BertTokenizerFast
 
     if FLAGS.torch_threads:
         torch.set_num_threads(FLAGS.torch_threads)
     path = default_encoder_dir()
-    tokenizer = BertTokenizerFast.from_pretrained(path)
-    model = BertForSequenceClassification.from_pretrained(path, num_labels=2).float().eval()
+    return (BertTokenizerFast.from_pretrained(path),
+            BertForSequenceClassification.from_pretrained(path, num_labels=2).float().eval())
+
+
+def tokenize(tokenizer, texts: list[str], tensors: str):
+    return tokenizer(texts, padding=True, truncation=True, max_length=FLAGS.max_seq_length, return_tensors=tensors)
+
+
+def torch_predict(tokenizer, model):
+    import torch
 
     def predict(texts):
         with torch.inference_mode():
-            inputs = tokenizer(texts, padding=True, truncation=True, max_length=FLAGS.max_seq_length,
-                               return_tensors="pt")
-            probs = torch.softmax(model(**inputs).logits, dim=-1)
+            probs = torch.softmax(model(**tokenize(tokenizer, texts, "pt")).logits, dim=-1)
             return probs.numpy(), probs.argmax(dim=-1).tolist()
 
-    latency_ms, throughput = time_side(predict, sentences)
-    return latency_ms, throughput, torch.get_num_threads()
+    return predict
+
+
+def export_onnx(tokenizer, model, path: str) -> float:
+    """`torch.onnx.export` of the torch model, batch and sequence axes dynamic; returns its wall seconds."""
+    import torch
+
+    sample = tokenize(tokenizer, ["a fine film", "the plot is thin and the acting is worse"], "pt")
+    axes = {name: {0: "batch", 1: "sequence"} for name in ONNX_INPUTS}
+    started = time.perf_counter()
+    with torch.inference_mode():
+        torch.onnx.export(model, tuple(sample[name] for name in ONNX_INPUTS), path, input_names=list(ONNX_INPUTS),
+                          output_names=["logits"], dynamic_axes={**axes, "logits": {0: "batch"}},
+                          opset_version=FLAGS.onnx_opset, dynamo=False)
+    return time.perf_counter() - started
+
+
+def ort_predict(tokenizer, path: str):
+    """predict(list[str]) → (probabilities, labels) of the .onnx in ONNX Runtime, and its intra-op threads."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = FLAGS.ort_threads or os.cpu_count()
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    def predict(texts):
+        inputs = tokenize(tokenizer, texts, "np")
+        logits = session.run(["logits"], {name: inputs[name] for name in ONNX_INPUTS})[0]
+        exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        probs = exp / exp.sum(axis=-1, keepdims=True)
+        return probs, probs.argmax(axis=-1)
+
+    return predict, options.intra_op_num_threads
+
+
+def measure_peers(work_dir: str, sentences: list[str]) -> dict:
+    """Torch's figures, and ONNX Runtime's with --ort (see the module docstring)."""
+    import numpy as np
+    import torch
+
+    tokenizer, model = torch_peer()
+    predict = torch_predict(tokenizer, model)
+    latency, throughput = time_side(predict, sentences)
+    figures = {"torch": (latency, throughput), "torch_threads": torch.get_num_threads()}
+    if not FLAGS.ort:
+        return figures
+    import onnxruntime
+
+    path = os.path.join(work_dir, "model.onnx")
+    seconds = export_onnx(tokenizer, model, path)
+    ort, threads = ort_predict(tokenizer, path)
+    figures["ort"] = time_side(ort, sentences)
+    expected, got = all_probabilities(predict, sentences), all_probabilities(ort, sentences)
+    figures["ort_figures"] = {
+        "onnxruntime": onnxruntime.__version__,
+        "onnx_opset": FLAGS.onnx_opset,
+        "ort_threads": threads,
+        "onnx_export_s": round(seconds, 1),
+        "onnx_mb": round(os.path.getsize(path) / 1e6, 2),
+        "ort_vs_torch_max_abs_dprob": float(f"{np.max(np.abs(got - expected)):.3g}"),
+        "ort_vs_torch_label_agreement": round(float(np.mean(got.argmax(1) == expected.argmax(1))), 4),
+    }
+    return figures
+
+
+def measure_ours(work_dir: str, sentences: list[str]) -> tuple[tuple[float, float], dict, float | None]:
+    """Ours' (latency ms, throughput), with the model-graph and TFLite figures its flags ask for, and the export's
+    build seconds (None for --export_dir). The model graph is timed in turns with ours (time_sides)."""
+    import numpy as np
+
+    export_dir, build_s = FLAGS.export_dir, None
+    if export_dir is None:
+        started = time.perf_counter()
+        export_dir = build_export(work_dir)
+        build_s = time.perf_counter() - started
+    compare = FLAGS.compare_model_graph and FLAGS.export_dir is None
+    exports = {"ours": export_dir, **({"model_graph": export_model_graph(work_dir)} if compare else {})}
+    import tensorflow as tf
+
+    if FLAGS.tf_threads:  # before TensorFlow's first op, which creates its thread pools
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.tf_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.tf_threads)
+    predicts = {name: savedmodel_predict(path) for name, path in exports.items()}
+    timed = dict(zip(predicts, time_sides(list(predicts.values()), sentences)))
+    for name, predict in predicts.items():
+        profile_one_sentence_calls(predict, sentences, name)
+    probabilities = {name: all_probabilities(predict, sentences) for name, predict in predicts.items()}
+    ours, expected = timed["ours"], probabilities["ours"]
+    figures = {}
+    if compare:
+        dprob = np.max(np.abs(probabilities["model_graph"] - expected))
+        figures.update(model_graph_figures(timed["model_graph"], ours, dprob))
+    if FLAGS.tflite:
+        figures.update(measure_tflite(export_dir, work_dir, sentences, ours, expected))
+    return ours, figures, build_s
+
+
+def ratios(figures: dict, peer: tuple[float, float], name: str) -> dict:
+    """Ours' and each timed .tflite's latency and throughput over the peer's."""
+    batch = FLAGS.batch_size
+    found = {f"ours_over_{name}_latency": round(figures["latency_ms_1_ours"] / peer[0], 3),
+             f"ours_over_{name}_throughput": round(figures[f"throughput_{batch}_ours"] / peer[1], 3)}
+    for option in TFLITE_TIMED if f"latency_ms_1_tflite_{TFLITE_TIMED[0]}" in figures else ():
+        found[f"tflite_{option}_over_{name}_latency"] = round(figures[f"latency_ms_1_tflite_{option}"] / peer[0], 3)
+        found[f"tflite_{option}_over_{name}_throughput"] = round(
+            figures[f"throughput_{batch}_tflite_{option}"] / peer[1], 3)
+    return found
 
 
 def main(argv):
@@ -245,43 +435,57 @@ def main(argv):
     load_avg = os.getloadavg()[0]  # another busy process on the cores distorts both sides, torch's most
     sentences = read_sentences(os.path.join(FLAGS.data_dir, "dev.tsv"))
     with tempfile.TemporaryDirectory(prefix="bench_serving-") as work_dir:
-        export_dir = FLAGS.export_dir
-        build_s = None
-        if export_dir is None:
-            started = time.perf_counter()
-            export_dir = build_export(work_dir)
-            build_s = time.perf_counter() - started
-        latency_ours, throughput_ours = time_ours(export_dir, sentences)
-        tflite = measure_tflite(export_dir, work_dir, sentences, (latency_ours, throughput_ours)) if FLAGS.tflite \
-            else {}
-    latency_torch, throughput_torch, torch_threads = time_torch(sentences)
+        ours, extra, build_s = measure_ours(work_dir, sentences)
+        peers = measure_peers(work_dir, sentences)
+    batch = FLAGS.batch_size
     figures = {
         "sentences": "sst2 dev",
         "max_seq_length": FLAGS.max_seq_length,
-        "batch_size": FLAGS.batch_size,
+        "batch_size": batch,
         "latency_calls": FLAGS.latency_calls,
         "throughput_repeats": FLAGS.throughput_repeats,
-        "torch_threads": torch_threads,
+        "tf_threads": FLAGS.tf_threads or "default",
+        "torch_threads": peers["torch_threads"],
         "cpus": os.cpu_count(),
         "load_avg_1m_at_start": round(load_avg, 2),
         "export_build_s": None if build_s is None else round(build_s, 1),
-        "latency_ms_1_ours": round(latency_ours, 2),
-        "latency_ms_1_torch": round(latency_torch, 2),
-        "ours_over_torch_latency": round(latency_ours / latency_torch, 3),
-        f"throughput_{FLAGS.batch_size}_ours": round(throughput_ours, 1),
-        f"throughput_{FLAGS.batch_size}_torch": round(throughput_torch, 1),
-        "ours_over_torch_throughput": round(throughput_ours / throughput_torch, 3),
-        **tflite,
+        "latency_ms_1_ours": round(ours[0], 2),
+        "latency_ms_1_torch": round(peers["torch"][0], 2),
+        f"throughput_{batch}_ours": round(ours[1], 1),
+        f"throughput_{batch}_torch": round(peers["torch"][1], 1),
+        **extra,
     }
+    figures.update(ratios(figures, peers["torch"], "torch"))
+    if "ort" in peers:
+        figures.update({"latency_ms_1_ort": round(peers["ort"][0], 2),
+                        f"throughput_{batch}_ort": round(peers["ort"][1], 1), **peers["ort_figures"]})
+        figures.update(ratios(figures, peers["ort"], "ort"))
+    report(figures)
+
+
+def report(figures: dict) -> None:
+    """Every figure, one a line, the comparisons in words, then all of them as one JSON line (the last)."""
     print()
     for key, value in figures.items():
-        print(f"{key:>28}: {value}")
-    print(f"latency ours/torch = {figures['ours_over_torch_latency']:.2f}x (lower is better for us); "
-          f"throughput ours/torch = {figures['ours_over_torch_throughput']:.2f}x (higher is better for us)")
-    for option in TFLITE_TIMED if tflite else ():
-        print(f"tflite {option}/ours: latency {tflite[f'tflite_{option}_over_ours_latency']:.2f}x, throughput "
-              f"{tflite[f'tflite_{option}_over_ours_throughput']:.2f}x; labels agree with ours on "
-              f"{tflite[f'tflite_{option}_label_agreement']:.2%} of SST-2 dev")
+        print(f"{key:>36}: {value}")
+    peers = ("torch", "ort") if "ours_over_ort_latency" in figures else ("torch",)
+    for peer in peers:
+        print(f"latency ours/{peer} = {figures[f'ours_over_{peer}_latency']:.2f}x (lower is better for us); "
+              f"throughput ours/{peer} = {figures[f'ours_over_{peer}_throughput']:.2f}x (higher is better for us)")
+    if "ort_vs_torch_max_abs_dprob" in figures:
+        print(f"ort vs torch on SST-2 dev: max |dprob| {figures['ort_vs_torch_max_abs_dprob']:.3g}, labels agree on "
+              f"{figures['ort_vs_torch_label_agreement']:.2%}")
+    if "model_graph_over_ours_latency" in figures:
+        print(f"model graph/ours: latency {figures['model_graph_over_ours_latency']:.2f}x, throughput "
+              f"{figures['model_graph_over_ours_throughput']:.2f}x; max |dprob| "
+              f"{figures['ours_vs_model_graph_max_abs_dprob']:.3g} over SST-2 dev")
+    for option in TFLITE_TIMED if "tflite_agreement_ok" in figures else ():
+        print(f"tflite {option}/ours: latency {figures[f'tflite_{option}_over_ours_latency']:.2f}x, throughput "
+              f"{figures[f'tflite_{option}_over_ours_throughput']:.2f}x; labels agree with ours on "
+              f"{figures[f'tflite_{option}_label_agreement']:.2%} of SST-2 dev")
+        if f"tflite_{option}_over_ort_latency" in figures:
+            print(f"tflite {option}/ort: latency {figures[f'tflite_{option}_over_ort_latency']:.2f}x, throughput "
+                  f"{figures[f'tflite_{option}_over_ort_throughput']:.2f}x")
     print(json.dumps(figures))
     sys.stdout.flush()
 
