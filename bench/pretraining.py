@@ -25,11 +25,8 @@ the wall time of each phase; the LAST line is one JSON object: `<task>_baseline_
 
 from __future__ import annotations
 
-import csv
-import gzip
 import json
 import os
-import random
 import statistics
 import sys
 import tempfile
@@ -38,7 +35,7 @@ from absl import app, flags
 
 from bert_tf.reports import read_results
 
-from shared_data import SHARED, copy_first_rows, run_module, spread
+from shared_data import SHARED, copy_first_rows, imdb_sample, run_module, spread
 
 TASKS = ("imdb", "ag_news")
 
@@ -56,19 +53,6 @@ flags.DEFINE_integer("ag_news_train_rows", None, "AG News: the first N rows of t
 flags.DEFINE_integer("ag_news_test_rows", None, "AG News: the first N rows of the test set (default all 7,600).")
 flags.DEFINE_string("work_dir", None, "Where tables, records and runs go (default: a temp dir, deleted after).")
 FLAGS = flags.FLAGS
-
-
-def imdb_sample(work: str, split: str, count: int) -> str:
-    """A class-balanced sample of `count` reviews (seed 42) as text<TAB>label."""
-    with gzip.open(os.path.join(SHARED, "imdb", f"{split}.tsv.gz"), "rt", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    random.Random(42).shuffle(rows)
-    chosen = [r for r in rows if r["label"] == "0"][: count // 2] + [r for r in rows if r["label"] == "1"][: count - count // 2]
-    path = os.path.join(work, f"imdb_{split}.tsv")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("text\tlabel\n")
-        f.writelines(f"{row['text']}\t{row['label']}\n" for row in chosen)
-    return path
 
 
 def tables(task: str, work: str) -> tuple[str, str]:

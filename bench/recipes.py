@@ -86,11 +86,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import gzip
 import inspect
 import json
 import os
-import random
 import shutil
 import statistics
 import sys
@@ -105,6 +103,7 @@ from shared_data import (
     default_encoder_dir,
     goemotions_label_names,
     goemotions_table,
+    imdb_sample,
     run_for_json,
     run_module,
     spread,
@@ -229,18 +228,6 @@ def goemotions(work: str) -> Recipe:
          "dev_micro_f1_at_0.5": ("eval_results.txt", "eval_micro_f1"),
          "dev_macro_f1_at_0.5": ("eval_results.txt", "eval_macro_f1"),
          "step": ("eval_results.txt", "global_step")})
-
-
-def imdb_sample(work: str, split: str, count: int) -> str:
-    with gzip.open(os.path.join(SHARED, "imdb", f"{split}.tsv.gz"), "rt", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    random.Random(42).shuffle(rows)
-    chosen = [r for r in rows if r["label"] == "0"][: count // 2] + [r for r in rows if r["label"] == "1"][: count - count // 2]
-    path = os.path.join(work, f"imdb_{split}.tsv")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("text\tlabel\n")
-        f.writelines(f"{row['text']}\t{row['label']}\n" for row in chosen)
-    return path
 
 
 def imdb(work: str) -> Recipe:

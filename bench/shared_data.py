@@ -5,8 +5,11 @@ Nothing here imports TensorFlow or bert_tf: some scripts keep them out of the pr
 
 from __future__ import annotations
 
+import csv
+import gzip
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -39,6 +42,19 @@ def goemotions_table(work: str, split: str, names: list[str]) -> str:
         for line in source:
             text, ids, _ = line.rstrip("\n").split("\t")
             target.write(f"{text}\t{','.join(names[int(i)] for i in ids.split(','))}\n")
+    return path
+
+
+def imdb_sample(work: str, split: str, count: int) -> str:
+    """A class-balanced sample of `count` reviews (seed 42) as text<TAB>label."""
+    with gzip.open(os.path.join(SHARED, "imdb", f"{split}.tsv.gz"), "rt", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    random.Random(42).shuffle(rows)
+    chosen = [r for r in rows if r["label"] == "0"][: count // 2] + [r for r in rows if r["label"] == "1"][: count - count // 2]
+    path = os.path.join(work, f"imdb_{split}.tsv")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("text\tlabel\n")
+        f.writelines(f"{row['text']}\t{row['label']}\n" for row in chosen)
     return path
 
 
