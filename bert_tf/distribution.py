@@ -11,9 +11,11 @@ import json
 import os
 
 import tensorflow as tf
+from absl import logging
 
 from bert_tf.errors import InputError
 from bert_tf.hardware import cpu_has_bf16
+from bert_tf.run_config import BaseRunConfig
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 
@@ -149,3 +151,16 @@ def configure_precision(mode: str, strategy: tf.distribute.Strategy) -> str:
     elif mode == "fp16":
         tf.config.optimizer.set_experimental_options({"auto_mixed_precision": True})
     return mode
+
+
+def start(config: BaseRunConfig) -> tuple[tf.distribute.Strategy, str]:
+    """The strategy and precision a run's hardware flags ask for (run_classifier's and run_pretraining's)."""
+    if config.num_cpu_replicas > 1:  # before anything initializes TensorFlow's devices
+        use_logical_cpus(config.num_cpu_replicas)
+    # google-research/bert's --use_tpu alone selects the TPU; --tpu_name says which one.
+    strategy = make_strategy("tpu" if config.use_tpu else config.distribution_strategy, config.num_gpus,
+                             config.tpu_name, config.tpu_zone, config.gcp_project)
+    precision = configure_precision(config.mixed_precision, strategy)
+    logging.info("Strategy %s with %d replicas, precision %s", type(strategy).__name__,
+                 strategy.num_replicas_in_sync, precision)
+    return strategy, precision

@@ -8,10 +8,12 @@ file with the file that marks it complete (a SavedModel's saved_model.pb, record
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 
 
 def _current_umask() -> int:
@@ -112,26 +114,35 @@ def replace_dir(staging_dir: str, output_dir: str) -> None:
     os.rename(staging_dir, output_dir)
 
 
-def save_savedmodel(obj, output_dir: str, signatures=None) -> str:
-    """tf.saved_model.save into a temp dir beside output_dir, renamed into place once complete (remote: saved
-    locally, then copied with saved_model.pb last, files of an earlier export there first removed)."""
-    import tensorflow as tf  # here: the encoder registry uses this module before TensorFlow is needed
-
+@contextlib.contextmanager
+def writing_dir(output_dir: str, last: str) -> Iterator[str]:
+    """A local directory to fill; once the block ends without an error it replaces `output_dir` whole: renamed
+    into place (local), or copied with `last` (the file its readers look for, a relative path) last, after the
+    earlier files there are removed (remote). On an error nothing of it is left."""
     if is_remote(output_dir):
-        with tempfile.TemporaryDirectory(prefix=".export-") as staging:
-            tf.saved_model.save(obj, staging, signatures=signatures)
+        import tensorflow as tf
+
+        with tempfile.TemporaryDirectory(prefix=".staging-") as staging:
+            yield staging
             if tf.io.gfile.exists(output_dir):
                 tf.io.gfile.rmtree(output_dir)
-            copy_tree(staging, output_dir, last="saved_model.pb")
-        return output_dir
-    output_dir = os.path.abspath(output_dir)
-    parent = os.path.dirname(output_dir)
+            copy_tree(staging, output_dir, last=last)
+        return
+    parent = os.path.dirname(os.path.abspath(output_dir))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output_dir)}.tmp-")
     as_umask_allows(staging)
     try:
-        tf.saved_model.save(obj, staging, signatures=signatures)
+        yield staging
         replace_dir(staging, output_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return output_dir
+
+
+def save_savedmodel(obj, output_dir: str, signatures=None) -> str:
+    """tf.saved_model.save by way of writing_dir: complete or not at all (remote: saved_model.pb copied last)."""
+    import tensorflow as tf  # here: the encoder registry uses this module before TensorFlow is needed
+
+    with writing_dir(output_dir, last="saved_model.pb") as staging:
+        tf.saved_model.save(obj, staging, signatures=signatures)
+    return output_dir if is_remote(output_dir) else os.path.abspath(output_dir)

@@ -19,8 +19,6 @@ NaN stop and TensorBoard are the same. The trained weights are written with the 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
 import keras
 import numpy as np
@@ -34,16 +32,29 @@ from bert_tf.encoders.hub_layers import HubEncoder
 from bert_tf.encoders.loading import EncoderInfo, encoder_info
 from bert_tf.encoders.masked_lm import MaskedLMHead, load_mlm_head_weights
 from bert_tf.errors import InputError
-from bert_tf.files import as_umask_allows, atomic_write, replace_dir
+from bert_tf.files import atomic_write, writing_dir
 from bert_tf.input_pipeline import model_inputs
 from bert_tf.optimization import create_optimizer
 from bert_tf.pretraining_config import TRAINING_KEYS, PretrainingConfig, check_settings
-from bert_tf.pretraining_data import EVAL_FILE, OBJECTIVE, TRAIN_FILE, PretrainingMetadata, feature_spec, read_metadata
+from bert_tf.pretraining_data import (
+    EVAL_FILE,
+    OBJECTIVE,
+    TRAIN_FILE,
+    PretrainingMetadata,
+    feature_spec,
+    read_metadata,
+)
 from bert_tf.progress import Progress
 from bert_tf.records import fingerprint
 from bert_tf.reports import read_results, results_text
 from bert_tf.tokenization import load_vocab, vocab_digest
-from bert_tf.training import RecordsDamaged, TrainConfig, Trainer, TrainingDiverged, WorkerLost
+from bert_tf.training import (
+    RecordsDamaged,
+    TrainConfig,
+    Trainer,
+    TrainingDiverged,
+    WorkerLost,
+)
 
 EXPORT_DIR = "export"
 RESULTS_FILE = "eval_results.txt"
@@ -166,7 +177,7 @@ def validate(config: PretrainingConfig) -> PretrainingMetadata:
     check_settings(config)
     metadata = read_metadata(config.data_dir)
     for name, size in ((TRAIN_FILE, metadata.train_data_size), (EVAL_FILE, metadata.eval_data_size)):
-        if not os.path.isfile(os.path.join(config.data_dir, name)):
+        if not tf.io.gfile.exists(os.path.join(config.data_dir, name)):
             raise InputError(f"no {name} here, though metadata.json counts {size} records", file=config.data_dir,
                              flag="data_dir", hint=_REWRITE)
     return metadata
@@ -209,30 +220,12 @@ def export_encoder(model: MaskedLMModel, info: EncoderInfo, export_dir: str) -> 
     renamed into place complete); the vocab and casing are the source encoder's."""
     config, variables = encoder_variables(model.encoder)
     weights = {name: np.asarray(variable.numpy(), np.float32) for name, variable in variables.items()}
-    parent = os.path.dirname(os.path.abspath(export_dir))
-    staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(export_dir)}.tmp-")
-    as_umask_allows(staging)
-    try:
+    with writing_dir(export_dir, last=os.path.join("encoder", "saved_model.pb")) as staging:
         write_encoder(config, weights, info.vocab_file, info.do_lower_case, staging, model.head.named_weights())
-        replace_dir(staging, export_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return export_dir
 
 
 # --- The run ----------------------------------------------------------------------------------------------------
-def make_strategy(config: PretrainingConfig) -> tuple[tf.distribute.Strategy, str]:
-    """The strategy and precision the hardware flags ask for (as run_classifier's: distribution.py)."""
-    if config.num_cpu_replicas > 1:  # before anything initializes TensorFlow's devices
-        distribution.use_logical_cpus(config.num_cpu_replicas)
-    strategy = distribution.make_strategy("tpu" if config.use_tpu else config.distribution_strategy, config.num_gpus,
-                                          config.tpu_name, config.tpu_zone, config.gcp_project)
-    precision = distribution.configure_precision(config.mixed_precision, strategy)
-    logging.info("Strategy %s with %d replicas, precision %s", type(strategy).__name__,
-                 strategy.num_replicas_in_sync, precision)
-    return strategy, precision
-
-
 class PretrainingRun:
     """One run: the encoder + masked-LM head, its optimizer, trainer and evaluator, and the steps that use them.
 
@@ -243,8 +236,8 @@ class PretrainingRun:
 
     def __init__(self, config: PretrainingConfig):
         self.config = config
-        self.strategy, self.precision = make_strategy(config)
         self.metadata = validate(config)
+        self.strategy, self.precision = distribution.start(config)
         self.encoder = encoder_info(config.encoder)
         check_encoder(self.encoder, self.metadata, config)
         self.chief = distribution.is_chief(self.strategy)
@@ -269,7 +262,7 @@ class PretrainingRun:
         training = {key: getattr(config, key) for key in TRAINING_KEYS if key != "train_records"}
         training.update(warmup_steps=config.warmup, learning_rate=config.learning_rate,
                         train_records=fingerprint(config.data_dir, "train"))
-        if self.chief and os.path.isdir(config.output_dir):
+        if self.chief and tf.io.gfile.isdir(config.output_dir):
             self.lock.acquire()  # first: a run in progress is the answer, not its settings
         if not config.overwrite_output_dir and run_directory.has_checkpoints(config.output_dir):
             run_directory.check_same_run(config.output_dir, identity, run_directory.IDENTITY_KEYS)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from bert_tf import tables
 from bert_tf.errors import InputError
+from bert_tf.files import exists, read_bytes
 from bert_tf.progress import Progress
 
 TEXT_SUFFIX = ".txt"
@@ -284,13 +285,12 @@ class PretrainingMetadata:
 def read_metadata(data_dir: str) -> PretrainingMetadata:
     """A pretraining directory's metadata.json; one InputError when it is missing or describes other records."""
     path = os.path.join(data_dir, METADATA_FILE)
-    if not os.path.exists(path):
+    if not exists(path):
         raise InputError(f"no {METADATA_FILE} here", file=data_dir, flag="data_dir",
                          hint="write the records with `python -m bert_tf.create_pretraining_data`")
     rewrite = "rewrite the records with `python -m bert_tf.create_pretraining_data`"
     try:
-        with open(path, encoding="utf-8") as f:
-            content = json.load(f)
+        content = json.loads(read_bytes(path).decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
         raise InputError(f"is not valid JSON ({error})", file=path, hint=rewrite) from None
     if not isinstance(content, dict) or content.get("objective") != OBJECTIVE:

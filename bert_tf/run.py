@@ -96,16 +96,8 @@ class ClassifierRun:
 
     def __init__(self, config: RunConfig):
         self.config = config
-        if config.num_cpu_replicas > 1:  # before anything initializes TensorFlow's devices
-            distribution.use_logical_cpus(config.num_cpu_replicas)
         self.metadata = metadata = validate(config)
-        # google-research/bert's --use_tpu alone selects the TPU; --tpu_name says which one.
-        strategy_name = "tpu" if config.use_tpu else config.distribution_strategy
-        self.strategy = distribution.make_strategy(strategy_name, config.num_gpus, config.tpu_name, config.tpu_zone,
-                                                   config.gcp_project)
-        self.precision = distribution.configure_precision(config.mixed_precision, self.strategy)
-        logging.info("Strategy %s with %d replicas, precision %s", type(self.strategy).__name__,
-                     self.strategy.num_replicas_in_sync, self.precision)
+        self.strategy, self.precision = distribution.start(config)
         self.encoder = encoder_info(config.encoder)
         self._check_vocab()
         self.pooling = choose_pooling(config.pooling, config.encoder)

@@ -14,45 +14,24 @@ from bert_tf.errors import InputError
 
 
 @dataclasses.dataclass
-class RunConfig:
-    """The settings of a run; each field is the run_classifier flag of the same name, with its default."""
+class BaseRunConfig:
+    """The settings run_classifier and run_pretraining share, each the flag of the same name with its default:
+    the directory, encoder, training-loop and hardware flag groups of bert_tf.flags."""
 
     # What and where
     data_dir: str | None = None
     output_dir: str | None = None
-    do_train: bool = False
-    do_eval: bool = False
-    do_predict: bool = False
-    do_export: bool = False
-    overwrite_output_dir: bool = False
-    init_checkpoint: str | None = None
-    # The model
     encoder: str = "default"
-    vocab_file: str | None = None
-    do_lower_case: bool | None = None
-    pooling: str = "auto"
-    dropout_rate: float = 0.1
-    freeze_encoder: bool = False
-    # Optimization
+    overwrite_output_dir: bool = False
+    # The training loop
     train_batch_size: int = 32
-    class_weight: str = "none"
+    eval_batch_size: int = 64
     learning_rate: float = 5e-5
-    layerwise_lr_decay: float = 1.0
-    num_train_epochs: float = 3.0
-    warmup_proportion: float = 0.1
     weight_decay: float = 0.01
-    gradient_accumulation_steps: int = 1
     seed: int = 42
     bucket_window: int = 50
-    # Evaluation, the best weights, and prediction
-    eval_batch_size: int = 64
-    eval_every_steps: int | None = None
-    early_stopping_patience: int | None = None
-    best_metric: str | None = None
-    final_weights: str = "best"
-    aggregation: str = "mean"
-    tune_thresholds: bool = False
-    calibrate: bool = False
+    save_checkpoints_steps: int = 1000
+    keep_checkpoint_max: int = 5
     # Hardware
     distribution_strategy: str = "auto"
     num_gpus: int | None = None
@@ -63,9 +42,37 @@ class RunConfig:
     gcp_project: str | None = None
     mixed_precision: str = "auto"
     iterations_per_loop: int = 20
-    # Checkpoints and profiling
-    save_checkpoints_steps: int = 1000
-    keep_checkpoint_max: int = 5
+
+
+@dataclasses.dataclass
+class RunConfig(BaseRunConfig):
+    """The settings of a fine-tuning run; each field is the run_classifier flag of the same name, with its default."""
+
+    do_train: bool = False
+    do_eval: bool = False
+    do_predict: bool = False
+    do_export: bool = False
+    init_checkpoint: str | None = None
+    # The model
+    vocab_file: str | None = None
+    do_lower_case: bool | None = None
+    pooling: str = "auto"
+    dropout_rate: float = 0.1
+    freeze_encoder: bool = False
+    # Optimization
+    class_weight: str = "none"
+    layerwise_lr_decay: float = 1.0
+    num_train_epochs: float = 3.0
+    warmup_proportion: float = 0.1
+    gradient_accumulation_steps: int = 1
+    # Evaluation, the best weights, and prediction
+    eval_every_steps: int | None = None
+    early_stopping_patience: int | None = None
+    best_metric: str | None = None
+    final_weights: str = "best"
+    aggregation: str = "mean"
+    tune_thresholds: bool = False
+    calibrate: bool = False
     profile_steps: tuple[int, int] | None = None  # trace training steps [START, END) with the TF profiler
 
 
@@ -98,17 +105,25 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
 }
 
 
-def check_settings(config: RunConfig) -> None:
-    """The checks of `config` that need neither the records nor TensorFlow."""
+def check_shared_settings(config: BaseRunConfig) -> None:
+    """The checks of the settings `config` shares with every run: required directories, and every RANGES field
+    it has."""
     for name in ("data_dir", "output_dir"):
         if not getattr(config, name):
             raise InputError("is required", flag=name)
     for name, (valid, expected) in RANGES.items():
+        if not hasattr(config, name):
+            continue
         value = getattr(config, name)
         if not valid(value):
             raise InputError(f"{value} is out of range", flag=name, hint=f"use {expected}")
     if config.num_gpus is not None and config.num_gpus < 0:
         raise InputError(f"{config.num_gpus} is out of range", flag="num_gpus", hint="use 0 or more, or leave it unset for all")
+
+
+def check_settings(config: RunConfig) -> None:
+    """The checks of `config` that need neither the records nor TensorFlow."""
+    check_shared_settings(config)
     for name in ("eval_every_steps", "early_stopping_patience"):
         value = getattr(config, name)
         if value is not None and (value < 1 or not (config.do_train and config.do_eval)):

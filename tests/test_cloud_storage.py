@@ -1,5 +1,6 @@
 """Every path may be on a tf.io.gfile file system (gs://, s3://, …): proved on TF's in-process ram:// file system
-with a whole create → train → eval → predict → export cycle in this process, nothing on local disk but the encoder."""
+with a whole create → train → eval → predict → export cycle (and a pretraining one) in this process, nothing on
+local disk but the encoder."""
 
 from __future__ import annotations
 
@@ -122,3 +123,44 @@ def test_features_are_written_to_ram_storage(tiny_encoder, tmp_path):
     with tf.io.gfile.GFile(output, "rb") as f:
         assert np.array_equal(np.load(f), vectors)
     assert vectors.shape == (6, 32) and tf.io.gfile.listdir("ram://features/out") == ["vectors.npy"]
+
+
+def test_pretraining_on_ram_storage(tiny_encoder, tmp_path):
+    """create_pretraining_data → run_pretraining → resume → export, every path on ram://; the export, loaded
+    from there, is the trained encoder (not the source's weights)."""
+    import tensorflow_hub as hub
+
+    from bert_tf.pretraining import PretrainingRun
+    from bert_tf.pretraining_config import PretrainingConfig
+    from bert_tf.pretraining_data import PretrainingSettings, create_pretraining_data, read_documents
+
+    corpus = "ram://corpus/corpus.txt"
+    with tf.io.gfile.GFile(corpus, "w") as f:
+        f.write("\n".join(text for text, _ in sentiment_rows(60, seed=5)) + "\n")
+    settings = PretrainingSettings(max_seq_length=16, max_predictions_per_seq=3, dupe_factor=1, eval_fraction=0.2)
+    create_pretraining_data(read_documents([corpus]), "ram://mlm_records", settings, encoder=tiny_encoder)
+    assert not any(name.startswith(".staging") for name in tf.io.gfile.listdir("ram://mlm_records"))
+
+    out = "ram://runs/mlm"
+    config = PretrainingConfig(data_dir="ram://mlm_records", output_dir=out, encoder=tiny_encoder, num_train_steps=6,
+                               train_batch_size=8, eval_batch_size=8, learning_rate=1e-3, mixed_precision="none",
+                               iterations_per_loop=2, save_checkpoints_steps=3)
+    with PretrainingRun(config) as run:
+        assert run.train() == 6
+        result = run.evaluate()
+        export = run.export()
+    names = {name.rstrip("/") for name in tf.io.gfile.listdir(out)}
+    assert {"checkpoint", "model.ckpt-6.index", "run_config.json", "eval_results.txt", "export"} <= names
+    assert "run.lock" not in names and not any(name.startswith(".") for name in names)
+    for logs in ("train", "eval"):  # ram:// lists no directory that only holds files written by a summary writer
+        assert tf.io.gfile.glob(os.path.join(out, logs, "events.out.tfevents.*"))
+    assert read_results(os.path.join(out, "eval_results.txt"))["masked_lm_loss"] == pytest.approx(
+        result["masked_lm_loss"])
+    with PretrainingRun(config) as again:
+        assert again.train() == 6
+
+    inputs = {"input_word_ids": tf.constant([[2, 5, 6, 3]]), "input_mask": tf.ones([1, 4], tf.int32),
+              "input_type_ids": tf.zeros([1, 4], tf.int32)}
+    trained = hub.load(os.path.join(export, "encoder"))(inputs)["sequence_output"]
+    source = hub.load(run.encoder.handles.encoder)(inputs)["sequence_output"]
+    assert trained.shape == source.shape and float(tf.reduce_max(tf.abs(trained - source))) > 1e-4
