@@ -45,6 +45,7 @@ def test_balanced_weights_are_scikit_learns():
     np.testing.assert_allclose(head_for("multilabel").balanced_class_weights(indicators, 2), [1.0, 3.0])
 
 
+@pytest.mark.slow
 def test_a_run_records_and_uses_its_class_weights(tiny_records, tiny_encoder, tmp_path):
     flags = ("--do_train", "--num_train_epochs=1")
     run_classifier(tiny_records, tiny_encoder, str(tmp_path / "balanced"), *flags, "--class_weight=balanced")

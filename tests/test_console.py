@@ -62,6 +62,7 @@ def test_a_command_shows_its_own_lines_only(tiny_records, tiny_encoder, tmp_path
     assert "***** Eval results *****" in done.stdout
 
 
+@pytest.mark.slow
 def test_tensorflows_log_comes_back_when_asked(tmp_path):
     quiet = run_tool("bert_tf.classify_text", f"--model={tmp_path}/missing", "a text")
     assert quiet.returncode == 2

@@ -362,7 +362,7 @@ def test_cli_bad_input_is_one_error_line(tmp_path, case):
         assert not os.path.exists(directory) or os.listdir(directory) == [], os.listdir(directory)
 
 
-@pytest.mark.parametrize("variant", ["crlf", "bom", "crlf+bom gz"])
+@pytest.mark.parametrize("variant", ["crlf", pytest.param("bom", marks=pytest.mark.slow), pytest.param("crlf+bom gz", marks=pytest.mark.slow)])
 def test_cli_crlf_and_bom_just_work(tmp_path, variant):
     lines = ["text\tlabel", "good film\tpos", "bad film\tneg", "fine plot\tpos"]
     newline = "\r\n" if "crlf" in variant else "\n"

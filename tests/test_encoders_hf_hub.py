@@ -150,6 +150,7 @@ def read_metadata(directory: str) -> dict:
         return json.load(f)
 
 
+@pytest.mark.slow
 def test_hf_handle_gives_the_records_of_the_default_encoder(hub):
     default, hf = hub["records"]["default"], hub["records"][f"hf://{MINILM}"]
     want, got = read_split(default, "train"), read_split(hf, "train")

@@ -64,7 +64,7 @@ def savedmodel_outputs(export_dir: str, texts: list[str], texts_b: list[str] | N
     return {name: value.numpy() for name, value in serve(**inputs).items()}
 
 
-@pytest.mark.parametrize("quantize", ["none", "dynamic", "float16"])
+@pytest.mark.parametrize("quantize", ["none", "dynamic", pytest.param("float16", marks=pytest.mark.slow)])
 def test_tflite_gives_the_savedmodels_probabilities(single_export, tmp_path, quantize):
     output = str(tmp_path / f"model_{quantize}.tflite")
     result = subprocess.run([sys.executable, "-m", "bert_tf.export_tflite", f"--model={single_export}",

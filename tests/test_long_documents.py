@@ -225,6 +225,7 @@ def test_windows_aggregate_per_document_in_eval_predict_and_export(windowed_run,
     np.testing.assert_allclose(np.array(served["probabilities"]), expected, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", ["max", "vote"])
 def test_other_aggregations_in_eval_and_export(windowed_run, tiny_encoder, tmp_path, rule):
     records, out, test_texts = windowed_run

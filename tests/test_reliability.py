@@ -49,6 +49,7 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tiny_re
     assert kept is not None and int(kept.rsplit("-", 1)[1]) <= diverged_after
 
 
+@pytest.mark.slow
 def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(tiny_records, tiny_encoder, tmp_path):
     out = str(tmp_path / "run")
     run_classifier(tiny_records, tiny_encoder, out, "--do_train", "--num_train_epochs=2", "--save_checkpoints_steps=3")
@@ -126,7 +127,8 @@ def uninterrupted(tiny_records, tiny_encoder, tmp_path_factory) -> str:
     return final
 
 
-@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
 def test_killed_run_resumes_to_the_same_state(seed, uninterrupted, tiny_records, tiny_encoder, tmp_path):
     """SIGKILL once the checkpoint of a random step is written (seeds 0, 1, 2: steps 66, 36 and 64, an epoch's
     end); the same command resumes from it and ends at the step, weights and AdamW state of a run never killed."""

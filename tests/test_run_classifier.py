@@ -83,6 +83,7 @@ def test_strategies_reach_the_same_weights(tiny_records, tiny_encoder, tmp_path)
     assert not os.path.exists(os.path.join(multi, ".worker_tmp", str(processes[1].pid)))
 
 
+@pytest.mark.slow
 def test_fp16_loss_scaling_trains_as_float32_where_nothing_overflows(tiny_records, tiny_encoder, tmp_path):
     """--mixed_precision=fp16 wraps the optimizer in a LossScaleOptimizer. On a CPU, grappler's float16 rewrite
     finds no GPU to rewrite for, so only the loss scaling remains: by 2^15, which is exact in float32. Two
@@ -100,6 +101,7 @@ def test_fp16_loss_scaling_trains_as_float32_where_nothing_overflows(tiny_record
                           read_weights(os.path.join(scaled, "model.ckpt-8"))) < 1e-5
 
 
+@pytest.mark.slow
 def test_same_seed_trains_alike_with_dropout(tiny_records, tmp_path):
     """Two runs with the same --seed reach the same weights, with dropout on in the encoder and the head."""
     from conftest import TINY_CONFIG, write_tiny_encoder
@@ -126,6 +128,7 @@ def read_weights_of_encoder_start(encoder_dir: str) -> dict[str, np.ndarray]:
     }
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_updates_every_n_batches_and_resumes(tiny_records, tiny_encoder, tmp_path):
     out = str(tmp_path / "run")
     flags = ["--do_train", "--gradient_accumulation_steps=2", "--save_checkpoints_steps=1", "--iterations_per_loop=1",
@@ -147,6 +150,7 @@ def test_gradient_accumulation_updates_every_n_batches_and_resumes(tiny_records,
     assert int(results["global_step"]) == 8 and tf.train.latest_checkpoint(out).endswith("model.ckpt-8")
 
 
+@pytest.mark.slow
 def test_refuses_an_output_dir_of_another_run(tiny_records, tiny_encoder, tmp_path):
     out = str(tmp_path / "run")
     run_classifier(tiny_records, tiny_encoder, out, "--do_train", "--num_train_epochs=0.2")

@@ -87,12 +87,12 @@ def trained_run(tiny_records, tiny_encoder, tmp_path_factory) -> str:
 
 
 @pytest.mark.parametrize("flag, key", [
-    ("--train_batch_size=4", "train_batch_size"),
-    ("--num_train_epochs=2", "num_train_epochs"),
+    pytest.param("--train_batch_size=4", "train_batch_size", marks=pytest.mark.slow),
+    pytest.param("--num_train_epochs=2", "num_train_epochs", marks=pytest.mark.slow),
     ("--seed=7", "seed"),
-    ("--gradient_accumulation_steps=2", "gradient_accumulation_steps"),
-    ("--bucket_window=0", "bucket_window"),
-    ("--class_weight=1,3", "class_weight"),
+    pytest.param("--gradient_accumulation_steps=2", "gradient_accumulation_steps", marks=pytest.mark.slow),
+    pytest.param("--bucket_window=0", "bucket_window", marks=pytest.mark.slow),
+    pytest.param("--class_weight=1,3", "class_weight", marks=pytest.mark.slow),
 ])
 def test_resuming_with_what_fixes_the_data_order_or_step_count_changed_refuses(trained_run, tiny_records,
                                                                              tiny_encoder, flag, key):
@@ -112,6 +112,7 @@ def test_resuming_on_other_train_records_refuses(trained_run, tiny_records, tiny
     assert_one_error_line(result, "another train_records")
 
 
+@pytest.mark.slow
 def test_evaluating_a_finished_run_with_other_training_flags_is_fine(trained_run, tiny_records, tiny_encoder):
     recorded = json.load(open(os.path.join(trained_run, RUN_FILE)))
     result = run_classifier(tiny_records, tiny_encoder, trained_run, "--do_eval", "--train_batch_size=4")
@@ -119,6 +120,7 @@ def test_evaluating_a_finished_run_with_other_training_flags_is_fine(trained_run
     assert json.load(open(os.path.join(trained_run, RUN_FILE))) == recorded  # an evaluation does not rewrite it
 
 
+@pytest.mark.slow
 def test_a_failed_run_before_its_first_checkpoint_does_not_bind_the_next(tiny_records, tiny_encoder, tmp_path):
     out = tmp_path / "run"
     out.mkdir()

@@ -111,6 +111,7 @@ def wait_for_checkpoint(output_dir: str, step: int, process: subprocess.Popen, l
     raise AssertionError(f"no checkpoint of step {step} in {output_dir} after {timeout}s")
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(pretrained, records, tiny_encoder, tmp_path):
     out, log = str(tmp_path / "killed"), str(tmp_path / "killed.log")
     with open(log, "w") as f:

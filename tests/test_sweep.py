@@ -88,6 +88,7 @@ def test_a_sweep_runs_every_trial_and_exports_the_best(swept):
     assert {"_hparams_/session_start_info", "eval_accuracy"} <= tags(os.path.join(output_dir, SLOW))
 
 
+@pytest.mark.slow
 def test_a_rerun_skips_the_finished_trials_and_resumes_an_interrupted_one(swept, tiny_records, tiny_encoder):
     output_dir, _ = swept
     interrupted = os.path.join(output_dir, SLOW)

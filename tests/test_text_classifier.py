@@ -73,6 +73,7 @@ def test_fit_evaluate_predict_export_and_load(tables, tiny_encoder, tmp_path):
         np.testing.assert_allclose(loaded, cli["probabilities"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_run_continues_from_the_cli_to_the_api_and_back(tables, tiny_encoder, tmp_path, caplog):
     records = str(tmp_path / "records")
     run_create_tfrecords(f"--train_file={tables['train']}", f"--dev_file={tables['dev']}", "--text_column=text",
