@@ -4,7 +4,7 @@ Runtime, on SST-2 dev sentences.
   .venv/bin/python bench/serving.py                                  # builds a throwaway export first
   .venv/bin/python bench/serving.py --export_dir=runs/sst2/export    # times an existing (single-text) export
   .venv/bin/python bench/serving.py --latency_calls=20 --throughput_repeats=2   # a quick check
-  .venv/bin/python bench/serving.py --notflite --noort --nocompare_model_graph  # ours and torch only
+  .venv/bin/python bench/serving.py --notflite --noort --nocompare_model_graph --nocompare_xla  # ours and torch
 
 Ours: without --export_dir, a classifier export is built the way a user builds one, but with little training
 (accuracy does not matter for speed; the TFLite label agreement needs a model whose probabilities are not all
@@ -31,7 +31,11 @@ and sequence axes, then run by `onnxruntime.InferenceSession` on the CPU provide
 (LOWER is better for us) and `ours_over_ort_throughput` (HIGHER is better for us) compare it with ours,
 `tflite_*_over_ort_*` with the .tflite files. Over all of SST-2 dev, its probabilities are compared with
 torch's (`ort_vs_torch_max_abs_dprob`, `ort_vs_torch_label_agreement`): the exported graph computes what torch
-does.
+does. With --ort_int8 (on by default) the same .onnx quantized the way ONNX Runtime's docs show for transformers
+on CPU, `onnxruntime.quantization.quantize_dynamic(weight_type=QInt8)` (int8 weights, activations quantized per
+call), is timed alike: `latency_ms_1_ort_int8`, `throughput_*_ort_int8`, its agreement with the fp32 .onnx
+(`ort_int8_vs_ort_*`), and `tflite_*_over_ort_int8_*`: the peer of the dynamic-range .tflite, which quantizes the
+same way.
 
 Figures, for each side on the same sentences: latency of one sentence (median over --latency_calls calls, each
 with the next dev sentence, after --warmup calls) and throughput of --batch_size (256) dev sentences in one call
@@ -60,7 +64,14 @@ again with `ServingModel(..., inference_graph=False)`, the export as it was befo
 encoder SavedModel's restored function, every call through the chunk loop), timed alike, in turns with ours
 (each one-sentence call and each batch call of ours followed by the same call of the model graph):
 `latency_ms_1_ours_model_graph`, `throughput_*_ours_model_graph`, and `model_graph_over_ours_*` (latency HIGHER
-and throughput LOWER: the inference graph is faster); `ours_vs_model_graph_max_abs_dprob` over SST-2 dev.
+and throughput LOWER: the inference graph is faster); `ours_vs_model_graph_max_abs_dprob` over SST-2 dev (in
+calls of --batch_size and of 32 sentences, the largest that skips the chunk loop).
+
+XLA (--compare_xla, on by default, likewise): the same run exported with `ServingModel(..., jit_compile=True)`,
+what `run_classifier --export_xla` writes, timed in turns with ours alike: `latency_ms_1_ours_xla`,
+`throughput_*_ours_xla`, `xla_over_ours_*` (latency LOWER and throughput HIGHER: XLA is faster) and
+`ours_vs_xla_max_abs_dprob`. A padded shape first met in a timed call includes its compilation (a few of the
+one-sentence calls: the median leaves them out; the batch call's shapes compile in its warm-up call).
 
 --profile_dir traces ours' (and the model graph's) one-sentence calls for bench/profile_summary.py, which prints
 each op type's share of the op time.
@@ -101,6 +112,10 @@ flags.DEFINE_string("profile_dir", None, "Also trace --latency_calls one-sentenc
 flags.DEFINE_boolean("ort", True, "Also export the torch model to ONNX and time it in ONNX Runtime.")
 flags.DEFINE_integer("ort_threads", 0, "Intra-op threads of the ONNX Runtime session (0: one per core).")
 flags.DEFINE_integer("onnx_opset", 17, "ONNX opset of the torch.onnx export.")
+flags.DEFINE_boolean("ort_int8", True, "With --ort, also time the .onnx quantized to int8 weights by ONNX Runtime's "
+                     "quantize_dynamic, the int8 peer of the dynamic-range .tflite.")
+flags.DEFINE_boolean("compare_xla", True, "Also time the run exported with jit_compile=True (its model through "
+                     "XLA); needs the bench to build the export.")
 flags.DEFINE_boolean("compare_model_graph", True, "Also time the run exported with inference_graph=False (the "
                      "export before its inference graph); needs the bench to build the export.")
 FLAGS = flags.FLAGS
@@ -220,11 +235,12 @@ def tflite_predict(path: str):
     return predict, name
 
 
-def all_probabilities(predict, sentences: list[str]):
+def all_probabilities(predict, sentences: list[str], call_size: int | None = None):
+    """predict's probabilities of every sentence, in calls of call_size (default --batch_size) sentences."""
     import numpy as np
 
-    return np.concatenate([predict(sentences[i:i + FLAGS.batch_size])[0]
-                           for i in range(0, len(sentences), FLAGS.batch_size)])
+    call_size = call_size or FLAGS.batch_size
+    return np.concatenate([predict(sentences[i:i + call_size])[0] for i in range(0, len(sentences), call_size)])
 
 
 def measure_tflite(export_dir: str, work_dir: str, sentences: list[str], ours: tuple[float, float],
@@ -261,34 +277,37 @@ def measure_tflite(export_dir: str, work_dir: str, sentences: list[str], ours: t
     return figures
 
 
-# The export before its inference graph, from the same run: what --compare_model_graph times against ours.
-MODEL_GRAPH_EXPORT = """
-import sys
+# Other exports of the same run, each timed in turns with ours: the export before its inference graph
+# (--compare_model_graph) and the one whose model runs through XLA (--compare_xla): their ServingModel settings.
+VARIANTS = {"model_graph": {"inference_graph": False}, "xla": {"jit_compile": True}}
+VARIANT_EXPORT = """
+import json, sys
 from bert_tf.export import ServingModel, save_serving_model
 from bert_tf.run import ClassifierRun
 from bert_tf.run_config import RunConfig
 with ClassifierRun(RunConfig(data_dir=sys.argv[1], output_dir=sys.argv[2], do_export=True)) as run:
     run.restore()
     save_serving_model(ServingModel(run.model, run.encoder.vocab_file, run.encoder.do_lower_case, run.metadata,
-                                    inference_graph=False), sys.argv[3])
+                                    **json.loads(sys.argv[4])), sys.argv[3])
 """
 
 
-def export_model_graph(work_dir: str) -> str:
-    """The bench's run exported again with inference_graph=False (in a child process); returns its directory."""
-    path = os.path.join(work_dir, "export_model_graph")
-    subprocess.run([sys.executable, "-c", MODEL_GRAPH_EXPORT, os.path.join(work_dir, "records"),
-                    os.path.join(work_dir, "run"), path], cwd=REPO, stdout=sys.stderr, check=True)
+def export_variant(work_dir: str, name: str) -> str:
+    """The bench's run exported again with VARIANTS[name] (in a child process); returns its directory."""
+    path = os.path.join(work_dir, f"export_{name}")
+    subprocess.run([sys.executable, "-c", VARIANT_EXPORT, os.path.join(work_dir, "records"),
+                    os.path.join(work_dir, "run"), path, json.dumps(VARIANTS[name])], cwd=REPO, stdout=sys.stderr,
+                   check=True)
     return path
 
 
-def model_graph_figures(timed: tuple[float, float], ours: tuple[float, float], dprob: float) -> dict:
+def variant_figures(name: str, timed: tuple[float, float], ours: tuple[float, float], dprob: float) -> dict:
     return {
-        "latency_ms_1_ours_model_graph": round(timed[0], 2),
-        f"throughput_{FLAGS.batch_size}_ours_model_graph": round(timed[1], 1),
-        "model_graph_over_ours_latency": round(timed[0] / ours[0], 3),
-        "model_graph_over_ours_throughput": round(timed[1] / ours[1], 3),
-        "ours_vs_model_graph_max_abs_dprob": float(f"{dprob:.3g}"),
+        f"latency_ms_1_ours_{name}": round(timed[0], 2),
+        f"throughput_{FLAGS.batch_size}_ours_{name}": round(timed[1], 1),
+        f"{name}_over_ours_latency": round(timed[0] / ours[0], 3),
+        f"{name}_over_ours_throughput": round(timed[1] / ours[1], 3),
+        f"ours_vs_{name}_max_abs_dprob": float(f"{dprob:.3g}"),
     }
 
 
@@ -383,6 +402,19 @@ def measure_peers(work_dir: str, sentences: list[str]) -> dict:
         "ort_vs_torch_max_abs_dprob": float(f"{np.max(np.abs(got - expected)):.3g}"),
         "ort_vs_torch_label_agreement": round(float(np.mean(got.argmax(1) == expected.argmax(1))), 4),
     }
+    if FLAGS.ort_int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        int8_path = os.path.join(work_dir, "model_int8.onnx")
+        quantize_dynamic(path, int8_path, weight_type=QuantType.QInt8)
+        ort_int8, _ = ort_predict(tokenizer, int8_path)
+        figures["ort_int8"] = time_side(ort_int8, sentences)
+        quantized = all_probabilities(ort_int8, sentences)
+        figures["ort_figures"].update({
+            "onnx_int8_mb": round(os.path.getsize(int8_path) / 1e6, 2),
+            "ort_int8_vs_ort_max_abs_dprob": float(f"{np.max(np.abs(quantized - got)):.3g}"),
+            "ort_int8_vs_ort_label_agreement": round(float(np.mean(quantized.argmax(1) == got.argmax(1))), 4),
+        })
     return figures
 
 
@@ -396,8 +428,9 @@ def measure_ours(work_dir: str, sentences: list[str]) -> tuple[tuple[float, floa
         started = time.perf_counter()
         export_dir = build_export(work_dir)
         build_s = time.perf_counter() - started
-    compare = FLAGS.compare_model_graph and FLAGS.export_dir is None
-    exports = {"ours": export_dir, **({"model_graph": export_model_graph(work_dir)} if compare else {})}
+    compared = [name for name, wanted in (("model_graph", FLAGS.compare_model_graph), ("xla", FLAGS.compare_xla))
+                if wanted and FLAGS.export_dir is None]
+    exports = {"ours": export_dir, **{name: export_variant(work_dir, name) for name in compared}}
     import tensorflow as tf
 
     if FLAGS.tf_threads:  # before TensorFlow's first op, which creates its thread pools
@@ -410,9 +443,11 @@ def measure_ours(work_dir: str, sentences: list[str]) -> tuple[tuple[float, floa
     probabilities = {name: all_probabilities(predict, sentences) for name, predict in predicts.items()}
     ours, expected = timed["ours"], probabilities["ours"]
     figures = {}
-    if compare:
-        dprob = np.max(np.abs(probabilities["model_graph"] - expected))
-        figures.update(model_graph_figures(timed["model_graph"], ours, dprob))
+    for name in compared:
+        # Also in calls of 32 texts, which skip the chunk loop (and, with jit_compile, run through XLA).
+        small_calls = [all_probabilities(predicts[side], sentences, 32) for side in (name, "ours")]
+        dprob = max(np.max(np.abs(probabilities[name] - expected)), np.max(np.abs(small_calls[0] - small_calls[1])))
+        figures.update(variant_figures(name, timed[name], ours, dprob))
     if FLAGS.tflite:
         figures.update(measure_tflite(export_dir, work_dir, sentences, ours, expected))
     return ours, figures, build_s
@@ -460,6 +495,10 @@ def main(argv):
         figures.update({"latency_ms_1_ort": round(peers["ort"][0], 2),
                         f"throughput_{batch}_ort": round(peers["ort"][1], 1), **peers["ort_figures"]})
         figures.update(ratios(figures, peers["ort"], "ort"))
+    if "ort_int8" in peers:
+        figures.update({"latency_ms_1_ort_int8": round(peers["ort_int8"][0], 2),
+                        f"throughput_{batch}_ort_int8": round(peers["ort_int8"][1], 1)})
+        figures.update(ratios(figures, peers["ort_int8"], "ort_int8"))
     report(figures)
 
 
@@ -475,17 +514,19 @@ def report(figures: dict) -> None:
     if "ort_vs_torch_max_abs_dprob" in figures:
         print(f"ort vs torch on SST-2 dev: max |dprob| {figures['ort_vs_torch_max_abs_dprob']:.3g}, labels agree on "
               f"{figures['ort_vs_torch_label_agreement']:.2%}")
-    if "model_graph_over_ours_latency" in figures:
-        print(f"model graph/ours: latency {figures['model_graph_over_ours_latency']:.2f}x, throughput "
-              f"{figures['model_graph_over_ours_throughput']:.2f}x; max |dprob| "
-              f"{figures['ours_vs_model_graph_max_abs_dprob']:.3g} over SST-2 dev")
+    for name in VARIANTS:
+        if f"{name}_over_ours_latency" in figures:
+            print(f"{name}/ours: latency {figures[f'{name}_over_ours_latency']:.2f}x, throughput "
+                  f"{figures[f'{name}_over_ours_throughput']:.2f}x; max |dprob| "
+                  f"{figures[f'ours_vs_{name}_max_abs_dprob']:.3g} over SST-2 dev")
     for option in TFLITE_TIMED if "tflite_agreement_ok" in figures else ():
         print(f"tflite {option}/ours: latency {figures[f'tflite_{option}_over_ours_latency']:.2f}x, throughput "
               f"{figures[f'tflite_{option}_over_ours_throughput']:.2f}x; labels agree with ours on "
               f"{figures[f'tflite_{option}_label_agreement']:.2%} of SST-2 dev")
-        if f"tflite_{option}_over_ort_latency" in figures:
-            print(f"tflite {option}/ort: latency {figures[f'tflite_{option}_over_ort_latency']:.2f}x, throughput "
-                  f"{figures[f'tflite_{option}_over_ort_throughput']:.2f}x")
+        for peer in ("ort", "ort_int8"):
+            if f"tflite_{option}_over_{peer}_latency" in figures:
+                print(f"tflite {option}/{peer}: latency {figures[f'tflite_{option}_over_{peer}_latency']:.2f}x, "
+                      f"throughput {figures[f'tflite_{option}_over_{peer}_throughput']:.2f}x")
     print(json.dumps(figures))
     sys.stdout.flush()
 

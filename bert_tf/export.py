@@ -22,6 +22,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from bert_tf.encoders.bert import BertConfig, inference_outputs, weight_shapes
 from bert_tf.encoders.hub_layers import HubEncoder
@@ -29,10 +30,19 @@ from bert_tf.files import save_savedmodel
 from bert_tf.long_documents import aggregate, sliding_windows
 from bert_tf.model import BertClassifier, pool
 from bert_tf.records import RecordsMetadata
-from bert_tf.tokenization import BertTextTokenizer, load_vocab, num_special_tokens, pack_inputs, trim_to_longest
-
+from bert_tf.tokenization import (
+    BertTextTokenizer,
+    load_vocab,
+    num_special_tokens,
+    pack_inputs,
+    trim_to_longest,
+)
 
 CHUNK_SIZE = 32  # rows per model call inside one serving call
+# With jit_compile, the shapes a call of at most CHUNK_SIZE texts is padded to: XLA compiles once per input shape
+# (about half a second on 2 CPU cores), so its rows are padded to a power of two and its length to a multiple of 8.
+XLA_ROW_BUCKETS = (1, 2, 4, 8, 16, 32)
+XLA_LENGTH_MULTIPLE = 8
 PACKED_INPUTS = ("input_word_ids", "input_mask", "input_type_ids")
 
 
@@ -44,15 +54,25 @@ class ServingModel(tf.Module):
     restored function, and runs a call that fits in one chunk without the chunk loop. Its outputs equal the
     model's to float32 rounding. False gives the export as it was before (bench/serving.py --compare_model_graph
     times both).
+
+    `jit_compile` (with the inference graph) runs the model (encoder and head, not the tokenizer) of a call of at
+    most CHUNK_SIZE texts through XLA, compiled at the first call of each padded shape (XLA_ROW_BUCKETS × multiples of XLA_LENGTH_MULTIPLE up to
+    max_seq_length); larger calls keep the chunk loop, where XLA measured no faster (bench/serving.py --compare_xla).
     """
 
     def __init__(self, model: keras.Model, vocab_file: str, do_lower_case: bool, metadata: RecordsMetadata,
                  aggregation: str = "mean", thresholds: np.ndarray | None = None, global_step: int = 0,
-                 temperature: float | None = None, inference_graph: bool = True):
+                 temperature: float | None = None, inference_graph: bool = True, jit_compile: bool = False):
         super().__init__()
         self.model = model
         self._inference_graph = inference_graph
         self._encode = inference_encoder(model) if inference_graph else None
+        self._compiled_logits = None
+        if jit_compile and self._encode is None:
+            logging.warning("--export_xla compiles the inference graph of bert_tf's own encoders only: this export "
+                            "serves without XLA")
+        elif jit_compile:
+            self._compiled_logits = tf.function(self._model_logits, jit_compile=True)
         self._global_step = global_step
         self.vocab_file = tf.saved_model.Asset(vocab_file)
         self._tokenizer = BertTextTokenizer(load_vocab(vocab_file), do_lower_case)
@@ -127,8 +147,20 @@ class ServingModel(tf.Module):
         count = tf.shape(inputs["input_mask"])[0]
         if not self._inference_graph:
             return self._chunked_logits(inputs, count)
-        return tf.cond(count <= CHUNK_SIZE, lambda: self._model_logits(trim_to_longest(inputs)),
+        return tf.cond(count <= CHUNK_SIZE, lambda: self._chunk_logits(inputs),
                        lambda: self._chunked_logits(inputs, count))
+
+    def _chunk_logits(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
+        """The logits of at most CHUNK_SIZE rows, trimmed to their longest; with jit_compile, through XLA, padded
+        to one of the shapes it compiles once each (padding rows and tokens are masked out, then dropped)."""
+        if self._compiled_logits is None:
+            return self._model_logits(trim_to_longest(inputs))
+        inputs = trim_to_longest(inputs, XLA_LENGTH_MULTIPLE)
+        rows = tf.shape(inputs["input_mask"])[0]
+        buckets = tf.constant(XLA_ROW_BUCKETS)
+        padded_rows = tf.reduce_min(tf.boolean_mask(buckets, buckets >= rows))
+        padded = {name: tf.pad(value, [[0, padded_rows - rows], [0, 0]]) for name, value in inputs.items()}
+        return self._compiled_logits(padded)[:rows]
 
     def _chunked_logits(self, inputs: dict[str, tf.Tensor], count: tf.Tensor) -> tf.Tensor:
         order = tf.argsort(tf.reduce_sum(inputs["input_mask"], axis=1))

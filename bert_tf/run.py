@@ -309,7 +309,8 @@ class ClassifierRun:
         lower = self.encoder.do_lower_case if config.do_lower_case is None else config.do_lower_case
         return ServingModel(self.model, config.vocab_file or self.encoder.vocab_file, lower, self.metadata,
                             config.aggregation, reports.load_thresholds(config.output_dir, self.metadata),
-                            global_step=self.weights_step, temperature=load_temperature(config.output_dir))
+                            global_step=self.weights_step, temperature=load_temperature(config.output_dir),
+                            jit_compile=config.export_xla)
 
     def export(self, export_dir: str | None = None) -> str | None:
         """The serving SavedModel in export_dir (default output_dir/export); chief only, others return None."""

@@ -52,6 +52,7 @@ class RunConfig(BaseRunConfig):
     do_eval: bool = False
     do_predict: bool = False
     do_export: bool = False
+    export_xla: bool = False
     init_checkpoint: str | None = None
     # The model
     vocab_file: str | None = None

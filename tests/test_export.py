@@ -111,3 +111,25 @@ def test_the_inference_graph_is_only_for_bert_tf_encoders():
     # Other models keep their own call, as do BertClassifiers around TF Hub's BERTs (HubEncoder.named_weights is
     # None without the bert_config_json that bert_tf's conversions carry).
     assert export.inference_encoder(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])) is None
+
+
+@pytest.mark.parametrize("count", [1, 5, 2 * export.CHUNK_SIZE + 3], ids=["one", "one_chunk", "chunks"])
+def test_the_xla_export_serves_what_the_model_computes(tiny_encoder, tmp_path, count):
+    # Saved and loaded back: the padded shapes XLA compiles (rows to a power of two, length to a multiple of
+    # XLA_LENGTH_MULTIPLE) change no probability, and calls of at most CHUNK_SIZE texts do run through XLA.
+    rng = np.random.default_rng(2)
+    texts = [" ".join(rng.choice(TINY_WORDS, size=int(rng.integers(1, 14)))) for _ in range(count)]
+    model = BertClassifier(HubEncoder(os.path.join(tiny_encoder, "encoder")), 3, pooling="mean")
+    model.head.kernel.assign(rng.normal(0, 1, model.head.kernel.shape))
+    metadata = RecordsMetadata(task_type="multiclass", num_labels=3, label_names=["a", "b", "c"], max_seq_length=16)
+    serving = export.ServingModel(model, os.path.join(tiny_encoder, "vocab.txt"), True, metadata, jit_compile=True)
+    signature = serving.signature()
+    compiled = [function.attr["_XlaMustCompile"].b
+                for function in signature.graph.as_graph_def().library.function]
+    assert any(compiled)
+    export_dir = export.save_serving_model(serving, str(tmp_path / "export"))
+    served = tf.saved_model.load(export_dir).signatures["serving_default"](text=tf.constant(texts))
+    t = serving._tokenizer
+    expected = tf.nn.softmax(model(pack_inputs([t.tokenize(tf.constant(texts))], 16, t.cls_id, t.sep_id, t.pad_id),
+                                   training=False)).numpy()
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
