@@ -36,25 +36,12 @@ from bert_tf.files import atomic_write, writing_dir
 from bert_tf.input_pipeline import model_inputs
 from bert_tf.optimization import create_optimizer
 from bert_tf.pretraining_config import TRAINING_KEYS, PretrainingConfig, check_settings
-from bert_tf.pretraining_data import (
-    EVAL_FILE,
-    OBJECTIVE,
-    TRAIN_FILE,
-    PretrainingMetadata,
-    feature_spec,
-    read_metadata,
-)
+from bert_tf.pretraining_data import EVAL_FILE, OBJECTIVE, TRAIN_FILE, PretrainingMetadata, feature_spec, read_metadata
 from bert_tf.progress import Progress
 from bert_tf.records import fingerprint
 from bert_tf.reports import read_results, results_text
 from bert_tf.tokenization import load_vocab, vocab_digest
-from bert_tf.training import (
-    RecordsDamaged,
-    TrainConfig,
-    Trainer,
-    TrainingDiverged,
-    WorkerLost,
-)
+from bert_tf.training import RecordsDamaged, TrainConfig, Trainer, TrainingDiverged, WorkerLost
 
 EXPORT_DIR = "export"
 RESULTS_FILE = "eval_results.txt"
@@ -217,7 +204,8 @@ def encoder_variables(encoder: HubEncoder) -> tuple[BertConfig, dict[str, keras.
 
 def export_encoder(model: MaskedLMModel, info: EncoderInfo, export_dir: str) -> str:
     """Writes encoder/, preprocess/ and mlm_head.npz into export_dir as export_encoder does (staged beside it,
-    renamed into place complete); the vocab and casing are the source encoder's."""
+    renamed into place complete; on cloud storage, copied with encoder/saved_model.pb last); the vocab and casing
+    are the source encoder's."""
     config, variables = encoder_variables(model.encoder)
     weights = {name: np.asarray(variable.numpy(), np.float32) for name, variable in variables.items()}
     with writing_dir(export_dir, last=os.path.join("encoder", "saved_model.pb")) as staging:
