@@ -39,8 +39,8 @@ from bert_tf.tokenization import (
 )
 
 CHUNK_SIZE = 32  # rows per model call inside one serving call
-# With jit_compile, the shapes a call of at most CHUNK_SIZE texts is padded to: XLA compiles once per input shape
-# (about half a second on 2 CPU cores), so its rows are padded to a power of two and its length to a multiple of 8.
+# With jit_compile, the shapes a call of at most CHUNK_SIZE texts is padded to: XLA compiles once per input shape,
+# so its rows are padded to a power of two and its length to a multiple of 8.
 XLA_ROW_BUCKETS = (1, 2, 4, 8, 16, 32)
 XLA_LENGTH_MULTIPLE = 8
 PACKED_INPUTS = ("input_word_ids", "input_mask", "input_type_ids")
@@ -57,7 +57,7 @@ class ServingModel(tf.Module):
 
     `jit_compile` (with the inference graph) runs the model (encoder and head, not the tokenizer) of a call of at
     most CHUNK_SIZE texts through XLA, compiled at the first call of each padded shape (XLA_ROW_BUCKETS × multiples of XLA_LENGTH_MULTIPLE up to
-    max_seq_length); larger calls keep the chunk loop, where XLA measured no faster (bench/serving.py --compare_xla).
+    max_seq_length); larger calls keep the chunk loop (bench/serving.py --compare_xla times both sizes).
     """
 
     def __init__(self, model: keras.Model, vocab_file: str, do_lower_case: bool, metadata: RecordsMetadata,

@@ -177,7 +177,7 @@ def define_classifier_flags() -> None:
     flags.DEFINE_boolean("do_export", False, "Export a SavedModel serving raw strings to OUTPUT_DIR/export.")
     flags.DEFINE_boolean("export_xla", False,
                          "The export runs calls of up to 32 texts through XLA: lower latency for one text per call "
-                         "on CPU; each new padded shape compiles once, about half a second, at its first call.")
+                         "on CPU; each new padded shape compiles once, at its first call.")
     flags.DEFINE_float("layerwise_lr_decay", 1.0,
                        "Layer-wise learning-rate decay X (1 = off): layer k of L trains at lr × X^(L-k), the "
                        "embeddings at lr × X^(L+1), the pooler and head at lr (Sun et al. 2019: 0.95).")
