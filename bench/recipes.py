@@ -35,9 +35,9 @@ Flags:
 Ours ("the documented recipe") is `python -m bert_tf.create_tfrecords …` then `python -m bert_tf.run_classifier
 --do_train --num_train_epochs=E --learning_rate=1e-4 --seed=S --overwrite_output_dir …`, subprocesses with the flags
 printed before they run, run_classifier's defaults otherwise: the default encoder (all-MiniLM-L6-v2) with
---pooling=auto (mean pooling for it), batch 32 (eval 64), AdamW with weight decay 0.01 and 10% linear warmup then
-linear decay, --mixed_precision=auto, and with a dev split (--do_eval) the best epoch by the task's metric
-(--best_metric=eval_f1 for MRPC, eval_mcc for CoLA; multi-label: eval_micro_f1) kept and scored
+--pooling=auto (mean pooling for it; its pooler for MRPC's pairs), batch 32 (eval 64), AdamW with weight decay 0.01
+and 10% linear warmup then linear decay, --mixed_precision=auto, and with a dev split (--do_eval) the best epoch by
+the task's metric (--best_metric=eval_f1 for MRPC, eval_mcc for CoLA; multi-label: eval_micro_f1) kept and scored
 (--final_weights=best). Its wall time is the two commands.
 
 - mrpc: GLUE layout (--task_name=mrpc, ../shared/data/mrpc), pairs at 128 tokens, 3 epochs; dev F1 and accuracy.

@@ -185,7 +185,8 @@ def define_classifier_flags() -> None:
     flags.DEFINE_float("warmup_proportion", 0.1, "Share of training steps with a linearly rising learning rate.")
     flags.DEFINE_integer("gradient_accumulation_steps", 1, "Batches whose gradients add up to one update.")
     flags.DEFINE_enum("pooling", "auto", ["auto", "pooled", "cls", "mean"],
-                      "Encoder output the head reads; auto: mean for the default encoder, pooled otherwise.")
+                      "Encoder output the head reads; auto: mean for the default encoder (pooled for sentence pairs), "
+                      "pooled for every other.")
     flags.DEFINE_float("dropout_rate", 0.1, "Dropout before the classification head.")
     flags.DEFINE_string("class_weight", "none",
                         "Training loss weights: none, balanced (multi-class: n_samples / (n_classes × class count), "

@@ -14,14 +14,18 @@ from bert_tf.encoders.hub_layers import HubEncoder
 POOLINGS = ("pooled", "cls", "mean")
 
 
-def choose_pooling(pooling: str, encoder: str) -> str:
-    """--pooling=auto: mean for the default encoder, pooled for every other (see README, Encoders)."""
-    # all-MiniLM-L6-v2 was trained as a sentence encoder through mean pooling, and its pooler never was
-    # (bench/pooling.py measures the choice). BERTs published with a trained pooler use it, as
-    # google-research/bert does.
+def choose_pooling(pooling: str, encoder: str, paired: bool) -> str:
+    """--pooling=auto: for the default encoder mean, or pooled for sentence pairs; pooled for every other
+    encoder (see README, Encoders)."""
+    # all-MiniLM-L6-v2 was trained as a sentence encoder through mean pooling, and its pooler never was: on
+    # single texts mean pooling ties or wins, on GoEmotions the pooler learns only the label prior. On pairs
+    # (MRPC) its pooler wins (bench/pooling.py and the sweep in README Results measure both). BERTs published
+    # with a trained pooler use it, as google-research/bert does.
     if pooling != "auto":
         return pooling
-    return "mean" if encoder == "default" else "pooled"
+    if encoder == "default":
+        return "pooled" if paired else "mean"
+    return "pooled"
 
 
 def pool(outputs: dict[str, tf.Tensor], input_mask: tf.Tensor, pooling: str) -> tf.Tensor:

@@ -100,7 +100,7 @@ class ClassifierRun:
         self.strategy, self.precision = distribution.start(config)
         self.encoder = encoder_info(config.encoder)
         self._check_vocab()
-        self.pooling = choose_pooling(config.pooling, config.encoder)
+        self.pooling = choose_pooling(config.pooling, config.encoder, metadata.paired)
         self.chief = distribution.is_chief(self.strategy)
         self.class_weights = class_weights(config.class_weight, metadata, config.data_dir) if config.do_train else None
         self.lock = run_directory.RunLock(config.output_dir)
