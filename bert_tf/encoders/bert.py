@@ -11,7 +11,7 @@ import dataclasses
 import itertools
 import json
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -145,109 +145,66 @@ class BertEncoder(tf.Module):
         }
 
     def __call__(self, inputs: Mapping[str, tf.Tensor], training: bool = False) -> dict[str, Any]:
-        config, w = self.config, self.weights
-        word_ids = inputs["input_word_ids"]
-        seq_length = tf.shape(word_ids)[1]
-        tf.debugging.assert_less_equal(
-            seq_length,
-            config.max_position_embeddings,
-            message=f"sequence is longer than max_position_embeddings={config.max_position_embeddings}",
-        )
         # Each dropout op gets its own fixed op seed. Without one, a traced random op is seeded from the OS
         # when the SavedModel loads, and two runs with the same --seed would train differently.
-        self._dropout_op_seeds = itertools.count(1)
-        embeddings = (
-            tf.gather(w["bert/embeddings/word_embeddings"], word_ids)
-            + tf.gather(w["bert/embeddings/token_type_embeddings"], inputs["input_type_ids"])
-            + w["bert/embeddings/position_embeddings"][tf.newaxis, :seq_length]
-        )
-        x = self._dropout(self._layer_norm(embeddings, "bert/embeddings/LayerNorm"), training)
+        seeds = itertools.count(1)
 
-        mask = tf.cast(inputs["input_mask"], tf.float32)
-        attention_bias = (1.0 - mask)[:, tf.newaxis, tf.newaxis, :] * _MASK_BIAS
-        encoder_outputs = []
-        for layer in range(config.num_hidden_layers):
-            x = self._transformer_layer(x, attention_bias, f"bert/encoder/layer_{layer}/", training)
-            encoder_outputs.append(x)
+        def dropout(x: tf.Tensor, rate: float) -> tf.Tensor:
+            return tf.nn.dropout(x, rate=rate, seed=next(seeds)) if rate > 0 else x
 
-        pooled = tf.tanh(self._dense(x[:, 0], "bert/pooler/dense"))
-        return {
-            "pooled_output": pooled,
-            "sequence_output": x,
-            "encoder_outputs": encoder_outputs,
-            "default": pooled,
-        }
-
-    def _transformer_layer(self, x: tf.Tensor, attention_bias: tf.Tensor, prefix: str, training: bool) -> tf.Tensor:
-        config = self.config
-        heads = config.num_attention_heads
-        head_size = config.hidden_size // heads
-        batch, seq_length = tf.shape(x)[0], tf.shape(x)[1]
-
-        def split_heads(t: tf.Tensor) -> tf.Tensor:  # [B, T, H] -> [B, heads, T, head_size]
-            return tf.transpose(tf.reshape(t, [batch, seq_length, heads, head_size]), [0, 2, 1, 3])
-
-        query = split_heads(self._dense(x, prefix + "attention/self/query"))
-        key = split_heads(self._dense(x, prefix + "attention/self/key"))
-        value = split_heads(self._dense(x, prefix + "attention/self/value"))
-        scores = tf.matmul(query, key, transpose_b=True) * (1.0 / math.sqrt(head_size)) + attention_bias
-        probs = tf.nn.softmax(scores, axis=-1)
-        if training and config.attention_probs_dropout_prob > 0:
-            probs = tf.nn.dropout(probs, rate=config.attention_probs_dropout_prob, seed=next(self._dropout_op_seeds))
-        context = tf.reshape(
-            tf.transpose(tf.matmul(probs, value), [0, 2, 1, 3]), [batch, seq_length, config.hidden_size]
-        )
-        attention = self._dropout(self._dense(context, prefix + "attention/output/dense"), training)
-        x = self._layer_norm(attention + x, prefix + "attention/output/LayerNorm")
-
-        intermediate = _ACTIVATIONS[config.hidden_act](self._dense(x, prefix + "intermediate/dense"))
-        output = self._dropout(self._dense(intermediate, prefix + "output/dense"), training)
-        return self._layer_norm(output + x, prefix + "output/LayerNorm")
-
-    def _dense(self, x: tf.Tensor, name: str) -> tf.Tensor:
-        return tf.tensordot(x, self.weights[name + "/kernel"], axes=1) + self.weights[name + "/bias"]
-
-    def _layer_norm(self, x: tf.Tensor, name: str) -> tf.Tensor:
-        mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
-        normalized = (x - mean) * tf.math.rsqrt(variance + self.config.layer_norm_eps)
-        return normalized * self.weights[name + "/gamma"] + self.weights[name + "/beta"]
-
-    def _dropout(self, x: tf.Tensor, training: bool) -> tf.Tensor:
-        rate = self.config.hidden_dropout_prob
-        return tf.nn.dropout(x, rate=rate, seed=next(self._dropout_op_seeds)) if training and rate > 0 else x
+        outputs = forward(self.config, self.weights, inputs, dropout if training else None)
+        return {**outputs, "default": outputs["pooled_output"]}
 
 
-def inference_outputs(config: BertConfig, weights: Mapping[str, tf.Variable],
-                      inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    """BertEncoder's forward pass without dropout, over its weights by name: `sequence_output` and `pooled_output`.
+Dropout = Callable[[tf.Tensor, float], tf.Tensor]
 
-    The same computation laid out for serving. Activations stay [tokens, hidden] between the layers, so each
-    dense layer is one MatMul and BiasAdd, which Grappler's remapper fuses into one kernel (with oneDNN, the GELU
-    too), where BertEncoder's `tensordot` on [batch, seq, hidden] runs the MatMul between shape ops and reshapes,
-    and adds the bias apart.
+
+def forward(config: BertConfig, weights: Mapping[str, tf.Variable], inputs: Mapping[str, tf.Tensor],
+            dropout: Dropout | None = None) -> dict[str, Any]:
+    """BERT's forward pass over its weights by name: `pooled_output`, `sequence_output`, `encoder_outputs`.
+
+    `dropout(x, rate)` is applied where BERT trains with dropout; None (inference) leaves it out. Activations stay
+    [tokens, hidden] between the layers, so each dense layer is one MatMul and BiasAdd (its gradient one
+    BiasAddGrad), which Grappler's remapper fuses into one kernel (with oneDNN, the GELU too), where `tensordot`
+    on [batch, seq, hidden] runs the MatMul between shape ops and reshapes and adds the bias apart.
     """
     word_ids = inputs["input_word_ids"]
     batch, seq_length = tf.shape(word_ids)[0], tf.shape(word_ids)[1]
+    tf.debugging.assert_less_equal(
+        seq_length,
+        config.max_position_embeddings,
+        message=f"sequence is longer than max_position_embeddings={config.max_position_embeddings}",
+    )
     embeddings = (
         tf.gather(weights["bert/embeddings/word_embeddings"], word_ids)
         + tf.gather(weights["bert/embeddings/token_type_embeddings"], inputs["input_type_ids"])
         + weights["bert/embeddings/position_embeddings"][tf.newaxis, :seq_length]
     )
-    x = tf.reshape(_inference_layer_norm(config, weights, embeddings, "bert/embeddings/LayerNorm"),
-                   [-1, config.hidden_size])
+    x = tf.reshape(_layer_norm(config, weights, embeddings, "bert/embeddings/LayerNorm"), [-1, config.hidden_size])
+    x = _dropout(dropout, x, config.hidden_dropout_prob)
     mask = tf.cast(inputs["input_mask"], tf.float32)
     attention_bias = (1.0 - mask)[:, tf.newaxis, tf.newaxis, :] * _MASK_BIAS
+    encoder_outputs = []
     for layer in range(config.num_hidden_layers):
-        x = _inference_transformer_layer(config, weights, x, attention_bias, (batch, seq_length),
-                                         f"bert/encoder/layer_{layer}/")
-    sequence = tf.reshape(x, [batch, seq_length, config.hidden_size])
-    pooled = tf.tanh(_inference_dense(weights, sequence[:, 0], "bert/pooler/dense"))
-    return {"sequence_output": sequence, "pooled_output": pooled}
+        x = _transformer_layer(config, weights, x, attention_bias, (batch, seq_length),
+                               f"bert/encoder/layer_{layer}/", dropout)
+        encoder_outputs.append(tf.reshape(x, [batch, seq_length, config.hidden_size]))
+    sequence = encoder_outputs[-1]
+    pooled = tf.tanh(_dense(weights, sequence[:, 0], "bert/pooler/dense"))
+    return {"pooled_output": pooled, "sequence_output": sequence, "encoder_outputs": encoder_outputs}
 
 
-def _inference_transformer_layer(config: BertConfig, weights: Mapping[str, tf.Variable], x: tf.Tensor,
-                                 attention_bias: tf.Tensor, batch_and_length: tuple, prefix: str) -> tf.Tensor:
-    """BertEncoder._transformer_layer at inference, on x of [batch * seq, hidden]."""
+def inference_outputs(config: BertConfig, weights: Mapping[str, tf.Variable],
+                      inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """`forward` without dropout: `sequence_output` and `pooled_output` (the export's serving graph)."""
+    outputs = forward(config, weights, inputs)
+    return {"sequence_output": outputs["sequence_output"], "pooled_output": outputs["pooled_output"]}
+
+
+def _transformer_layer(config: BertConfig, weights: Mapping[str, tf.Variable], x: tf.Tensor,
+                       attention_bias: tf.Tensor, batch_and_length: tuple, prefix: str,
+                       dropout: Dropout | None) -> tf.Tensor:
+    """One Transformer layer on x of [batch * seq, hidden]."""
     heads = config.num_attention_heads
     head_size = config.hidden_size // heads
     batch, seq_length = batch_and_length
@@ -255,25 +212,29 @@ def _inference_transformer_layer(config: BertConfig, weights: Mapping[str, tf.Va
     def split_heads(t: tf.Tensor) -> tf.Tensor:  # [B * T, H] -> [B, heads, T, head_size]
         return tf.transpose(tf.reshape(t, [batch, seq_length, heads, head_size]), [0, 2, 1, 3])
 
-    query, key, value = (split_heads(_inference_dense(weights, x, prefix + "attention/self/" + name))
+    query, key, value = (split_heads(_dense(weights, x, prefix + "attention/self/" + name))
                          for name in ("query", "key", "value"))
     scores = tf.matmul(query, key, transpose_b=True) * (1.0 / math.sqrt(head_size)) + attention_bias
-    context = tf.reshape(tf.transpose(tf.matmul(tf.nn.softmax(scores, axis=-1), value), [0, 2, 1, 3]),
-                         [-1, config.hidden_size])
-    attention = _inference_dense(weights, context, prefix + "attention/output/dense")
-    x = _inference_layer_norm(config, weights, attention + x, prefix + "attention/output/LayerNorm")
-    intermediate = _ACTIVATIONS[config.hidden_act](_inference_dense(weights, x, prefix + "intermediate/dense"))
-    output = _inference_dense(weights, intermediate, prefix + "output/dense")
-    return _inference_layer_norm(config, weights, output + x, prefix + "output/LayerNorm")
+    probs = _dropout(dropout, tf.nn.softmax(scores, axis=-1), config.attention_probs_dropout_prob)
+    context = tf.reshape(tf.transpose(tf.matmul(probs, value), [0, 2, 1, 3]), [-1, config.hidden_size])
+    attention = _dropout(dropout, _dense(weights, context, prefix + "attention/output/dense"),
+                         config.hidden_dropout_prob)
+    x = _layer_norm(config, weights, attention + x, prefix + "attention/output/LayerNorm")
+    intermediate = _ACTIVATIONS[config.hidden_act](_dense(weights, x, prefix + "intermediate/dense"))
+    output = _dropout(dropout, _dense(weights, intermediate, prefix + "output/dense"), config.hidden_dropout_prob)
+    return _layer_norm(config, weights, output + x, prefix + "output/LayerNorm")
 
 
-def _inference_dense(weights: Mapping[str, tf.Variable], x: tf.Tensor, name: str) -> tf.Tensor:
+def _dropout(dropout: Dropout | None, x: tf.Tensor, rate: float) -> tf.Tensor:
+    return x if dropout is None else dropout(x, rate)
+
+
+def _dense(weights: Mapping[str, tf.Variable], x: tf.Tensor, name: str) -> tf.Tensor:
     # bias_add, not `+`: the remapper fuses MatMul with a BiasAdd only.
     return tf.nn.bias_add(tf.matmul(x, weights[name + "/kernel"]), weights[name + "/bias"])
 
 
-def _inference_layer_norm(config: BertConfig, weights: Mapping[str, tf.Variable], x: tf.Tensor,
-                          name: str) -> tf.Tensor:
+def _layer_norm(config: BertConfig, weights: Mapping[str, tf.Variable], x: tf.Tensor, name: str) -> tf.Tensor:
     mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
     normalized = (x - mean) * tf.math.rsqrt(variance + config.layer_norm_eps)
     return normalized * weights[name + "/gamma"] + weights[name + "/beta"]

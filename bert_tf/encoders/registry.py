@@ -26,7 +26,7 @@ DEFAULT_NAME = "all-MiniLM-L6-v2"
 _MARKER = "bert_tf_source.json"
 # Bumped when conversion writes a different SavedModel from the same weights, so caches convert again.
 # 2: the encoder's dropout ops have fixed seeds. 3: the checkpoint's MLM head is kept (mlm_head.npz).
-# 4: GELU as 0.5·x·(1 + erf(x/√2)) (bert.py says why).
+# 4: GELU as 0.5·x·(1 + erf(x/√2)), and training runs the [tokens, hidden] layout of serving (bert.py says why).
 _CONVERTER_VERSION = 4
 _URL_SCHEMES = ("http://", "https://", "gs://")
 _TFHUB = "https://tfhub.dev/tensorflow/"
