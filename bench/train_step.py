@@ -11,6 +11,9 @@ measured bf16 matmul rate, and the ratios; the LAST line is one JSON object with
 Three of bert_tf's speed-ups can be switched off to measure them: --allocator=malloc (TensorFlow's default CPU
 allocator instead of BFC), --onednn=off (Eigen's kernels instead of oneDNN's; both in bert_tf/__init__.py) and
 --optimizer=keras (Keras's AdamW instead of bert_tf's FusedAdamW). --xla compiles our step with XLA.
+
+To compare two versions of the encoder's graph (e.g. a conversion by an older bert_tf, made with BERT_TF_HOME=OLD
+in a checkout of it): --vs_encoder=OLD/encoders/all-MiniLM-L6-v2/encoder times our step on both, alternating.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ flags.DEFINE_enum("optimizer", "fused", ["fused", "keras"],
 flags.DEFINE_enum("onednn", "on", ["on", "off"], "oneDNN kernels (bert_tf's default, see bert_tf/__init__.py) or Eigen's.")
 flags.DEFINE_enum("allocator", "bfc", ["bfc", "malloc"],
                   "TensorFlow's CPU allocator: BFC (bert_tf's default, see bert_tf/__init__.py) or plain malloc.")
+flags.DEFINE_string("vs_encoder", None,
+                    "Also time our step on this encoder SavedModel (e.g. an older conversion's DIR/encoder), the two "
+                    "alternating step by step in one process; prints their speeds and the median of the paired ratios.")
 flags.DEFINE_boolean("xla", False, "Compile our replica step with XLA (tf.function(jit_compile=True)).")
 FLAGS = flags.FLAGS
 WARMUP = 3
@@ -81,27 +87,24 @@ def time_steps(step) -> float:
     return FLAGS.batch_size / statistics.median(times)
 
 
-def ours(model_dir: str) -> float:
+def our_step(encoder_path: str, model_dir: str):
+    """One training step of our Trainer on `encoder_path` (a TF Hub-format encoder SavedModel), as a callable."""
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from bert_tf import distribution
     from bert_tf.encoders.hub_layers import HubEncoder
-    from bert_tf.encoders.registry import resolve_encoder
     from bert_tf.model import BertClassifier
     from bert_tf.optimization import NO_DECAY, create_optimizer
     from bert_tf.records import RecordsMetadata
     from bert_tf.training import TrainConfig, Trainer
 
-    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-    distribution.configure_precision(FLAGS.precision, strategy)
-    with strategy.scope():
-        model = BertClassifier(HubEncoder(resolve_encoder("default").encoder), num_labels=2, pooling="mean")
-        optimizer = create_optimizer(5e-5, total_steps=1000, warmup_steps=100)
-        if FLAGS.optimizer == "keras":
-            optimizer = keras.optimizers.AdamW.from_config(optimizer.get_config())
-            optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
+    strategy = tf.distribute.get_strategy()
+    model = BertClassifier(HubEncoder(encoder_path), num_labels=2, pooling="mean")
+    optimizer = create_optimizer(5e-5, total_steps=1000, warmup_steps=100)
+    if FLAGS.optimizer == "keras":
+        optimizer = keras.optimizers.AdamW.from_config(optimizer.get_config())
+        optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
     metadata = RecordsMetadata(task_type="multiclass", num_labels=2, label_names=["0", "1"],
                                max_seq_length=FLAGS.seq_length, train_data_size=FLAGS.batch_size)
     config = TrainConfig(data_dir="", output_dir=model_dir, global_batch_size=FLAGS.batch_size, num_train_epochs=1)
@@ -116,16 +119,56 @@ def ours(model_dir: str) -> float:
         "label_ids": rng.integers(0, 2, [FLAGS.batch_size]).astype(np.int32),
         "weight": np.ones([FLAGS.batch_size], np.float32),
     }
-    dataset = tf.data.Dataset.from_tensors(batch).repeat()
-    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    iterator = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch).repeat()))
     # train_steps returns (mean loss, the objective's statistics); reading the loss waits for the step.
-    examples_per_sec = time_steps(lambda: trainer.train_steps(iterator, tf.constant(1))[0].numpy())
+    return lambda: trainer.train_steps(iterator, tf.constant(1))[0].numpy()
+
+
+def ours(model_dir: str) -> float:
+    import tensorflow as tf
+
+    from bert_tf import distribution
+    from bert_tf.encoders.registry import resolve_encoder
+
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    distribution.configure_precision(FLAGS.precision, strategy)
+    with strategy.scope():
+        step = our_step(resolve_encoder("default").encoder, model_dir)
+    examples_per_sec = time_steps(step)
     if FLAGS.profile_dir:
         tf.profiler.experimental.start(FLAGS.profile_dir)
         for _ in range(3):
-            trainer.train_steps(iterator, tf.constant(1))[0].numpy()
+            step()
         tf.profiler.experimental.stop()
     return examples_per_sec
+
+
+def ours_vs_encoder(model_dir: str) -> dict:
+    """Our step on the default encoder and on --vs_encoder, alternating step by step in one process, so both
+    see the same machine: on a shared VM the speed of one configuration drifted by a third between runs."""
+    import tensorflow as tf
+
+    from bert_tf import distribution
+    from bert_tf.encoders.registry import resolve_encoder
+
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    distribution.configure_precision(FLAGS.precision, strategy)
+    with strategy.scope():
+        steps = [our_step(resolve_encoder("default").encoder, os.path.join(model_dir, "default")),
+                 our_step(FLAGS.vs_encoder, os.path.join(model_dir, "other"))]
+    for step in steps:
+        for _ in range(WARMUP):
+            step()
+    times: list[list[float]] = [[], []]
+    for _ in range(FLAGS.steps):
+        for step, record in zip(steps, times):
+            started = time.perf_counter()
+            step()
+            record.append(time.perf_counter() - started)
+    pair_ratios = [other / default for default, other in zip(*times)]
+    return {"ex_per_s_ours": round(FLAGS.batch_size / statistics.median(times[0]), 2),
+            "ex_per_s_vs_encoder": round(FLAGS.batch_size / statistics.median(times[1]), 2),
+            "ours_over_vs_encoder_median_pair": round(statistics.median(pair_ratios), 3)}
 
 
 def torch_peer(model_path: str, bf16: bool) -> float:
@@ -163,6 +206,10 @@ def main(argv):
         config = json.load(f)
     flops = training_flops_per_example(config, FLAGS.seq_length)
     fp32_peak, bf16_peak = matmul_rate(tf.float32), matmul_rate(tf.bfloat16)
+    if FLAGS.vs_encoder:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps({"precision": FLAGS.precision, "vs_encoder": FLAGS.vs_encoder, **ours_vs_encoder(tmp)}))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         ex_ours = ours(tmp)
     if FLAGS.ours_only:
