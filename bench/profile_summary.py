@@ -23,8 +23,9 @@ from collections import defaultdict
 
 MATMUL_TYPES = ("MatMul", "BatchMatMul", "Einsum")
 # What XLA or a fused kernel would merge into its neighbours: GELU, LayerNorm, dropout, softmax, AdamW's update.
-ELEMENTWISE_TYPES = ("Mul", "AddV2", "Sub", "Neg", "Erfc", "Square", "Sqrt", "SquaredDifference", "RealDiv", "SelectV2",
-                     "GreaterEqual", "RandomUniform", "Cast", "BroadcastTo", "Rsqrt", "Softmax", "Maximum", "Minimum")
+ELEMENTWISE_TYPES = ("Mul", "AddV2", "BiasAdd", "Sub", "Neg", "Erf", "Erfc", "Square", "Sqrt", "SquaredDifference",
+                     "RealDiv", "SelectV2", "GreaterEqual", "RandomUniform", "Cast", "BroadcastTo", "Rsqrt", "Softmax",
+                     "Maximum", "Minimum")
 
 
 def newest_xplane(logdir: str) -> str:

@@ -39,12 +39,14 @@ flags.DEFINE_string("profile_dir", None,
 flags.DEFINE_boolean("ours_only", False, "Skip the PyTorch peers (e.g. when profiling).")
 flags.DEFINE_enum("optimizer", "fused", ["fused", "keras"],
                   "Our AdamW: bert_tf's FusedAdamW (default) or Keras's own keras.optimizers.AdamW, same settings.")
-flags.DEFINE_enum("onednn", "on", ["on", "off"], "oneDNN kernels (bert_tf's default, see bert_tf/__init__.py) or Eigen's.")
+flags.DEFINE_enum("onednn", "on", ["on", "off"],
+                  "oneDNN kernels (bert_tf's default, see bert_tf/__init__.py) or Eigen's.")
 flags.DEFINE_enum("allocator", "bfc", ["bfc", "malloc"],
                   "TensorFlow's CPU allocator: BFC (bert_tf's default, see bert_tf/__init__.py) or plain malloc.")
 flags.DEFINE_string("vs_encoder", None,
-                    "Also time our step on this encoder SavedModel (e.g. an older conversion's DIR/encoder), the two "
-                    "alternating step by step in one process; prints their speeds and the median of the paired ratios.")
+                    "Instead, time our step on the default encoder and on this encoder SavedModel (e.g. an older "
+                    "conversion's DIR/encoder), alternating step by step in one process; prints only their speeds and "
+                    "the median of the paired ratios (no matmul rate, peers or profile).")
 flags.DEFINE_boolean("xla", False, "Compile our replica step with XLA (tf.function(jit_compile=True)).")
 FLAGS = flags.FLAGS
 WARMUP = 3
@@ -62,8 +64,8 @@ def matmul_rate(dtype) -> float:
         started = time.perf_counter()
         matmul(a).numpy()
         times.append(time.perf_counter() - started)
-    # The best repeat: the median of a few swung by a third between runs on the same machine (the MFU's
-    # denominator should be what the hardware can do, not what a neighbour left of it).
+    # The best repeat: on a shared VM the median swung between runs (the MFU's denominator should be what the
+    # hardware can do, not what a neighbour left of it).
     return 2 * 4096**3 / min(times)
 
 
@@ -145,7 +147,8 @@ def ours(model_dir: str) -> float:
 
 def ours_vs_encoder(model_dir: str) -> dict:
     """Our step on the default encoder and on --vs_encoder, alternating step by step in one process, so both
-    see the same machine: on a shared VM the speed of one configuration drifted by a third between runs."""
+    see the same machine (on a shared VM one configuration's speed drifted between runs); which of the two goes
+    first alternates too."""
     import tensorflow as tf
 
     from bert_tf import distribution
@@ -160,11 +163,11 @@ def ours_vs_encoder(model_dir: str) -> dict:
         for _ in range(WARMUP):
             step()
     times: list[list[float]] = [[], []]
-    for _ in range(FLAGS.steps):
-        for step, record in zip(steps, times):
+    for repeat in range(FLAGS.steps):
+        for index in (0, 1) if repeat % 2 == 0 else (1, 0):
             started = time.perf_counter()
-            step()
-            record.append(time.perf_counter() - started)
+            steps[index]()
+            times[index].append(time.perf_counter() - started)
     pair_ratios = [other / default for default, other in zip(*times)]
     return {"ex_per_s_ours": round(FLAGS.batch_size / statistics.median(times[0]), 2),
             "ex_per_s_vs_encoder": round(FLAGS.batch_size / statistics.median(times[1]), 2),
@@ -205,40 +208,33 @@ def main(argv):
     with open(os.path.join(model_path, "config.json")) as f:
         config = json.load(f)
     flops = training_flops_per_example(config, FLAGS.seq_length)
-    fp32_peak, bf16_peak = matmul_rate(tf.float32), matmul_rate(tf.bfloat16)
-    if FLAGS.vs_encoder:
+    figures = {"batch_size": FLAGS.batch_size, "seq_length": FLAGS.seq_length, "precision": FLAGS.precision,
+               "allocator": FLAGS.allocator, "optimizer": FLAGS.optimizer, "onednn": FLAGS.onednn, "xla": FLAGS.xla}
+    if FLAGS.vs_encoder:  # a ratio of two encoders on one machine: no matmul rate or peers needed
         with tempfile.TemporaryDirectory() as tmp:
-            print(json.dumps({"precision": FLAGS.precision, "vs_encoder": FLAGS.vs_encoder, **ours_vs_encoder(tmp)}))
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        ex_ours = ours(tmp)
-    if FLAGS.ours_only:
-        figures = {"allocator": FLAGS.allocator, "optimizer": FLAGS.optimizer, "onednn": FLAGS.onednn, "xla": FLAGS.xla,
-                   "matmul_gflops_tf_fp32": round(fp32_peak / 1e9, 1), "matmul_gflops_tf_bf16": round(bf16_peak / 1e9, 1),
-                   "ex_per_s_ours": round(ex_ours, 2),
-                   "model_gflops_ours": round(ex_ours * flops / 1e9, 1), "mfu_fp32": round(ex_ours * flops / fp32_peak, 4), "mfu_bf16": round(ex_ours * flops / bf16_peak, 4)}
+            figures.update(vs_encoder=FLAGS.vs_encoder, **ours_vs_encoder(tmp))
         print(json.dumps(figures))
         return
-    ex_torch_fp32 = torch_peer(model_path, bf16=False)
-    ex_torch_bf16 = torch_peer(model_path, bf16=True)
-    figures = {
-        "batch_size": FLAGS.batch_size,
-        "seq_length": FLAGS.seq_length,
-        "allocator": FLAGS.allocator,
-        "optimizer": FLAGS.optimizer,
-        "onednn": FLAGS.onednn,
-        "xla": FLAGS.xla,
+    fp32_peak, bf16_peak = matmul_rate(tf.float32), matmul_rate(tf.bfloat16)
+    with tempfile.TemporaryDirectory() as tmp:
+        ex_ours = ours(tmp)
+    figures.update({
         "matmul_gflops_tf_fp32": round(fp32_peak / 1e9, 1),
         "matmul_gflops_tf_bf16": round(bf16_peak / 1e9, 1),
         "ex_per_s_ours": round(ex_ours, 2),
-        "ex_per_s_torch_fp32": round(ex_torch_fp32, 2),
-        "ex_per_s_torch_bf16": round(ex_torch_bf16, 2),
-        "ours_over_torch_fp32": round(ex_ours / ex_torch_fp32, 3),
-        "ours_over_torch_bf16": round(ex_ours / ex_torch_bf16, 3),
         "model_gflops_ours": round(ex_ours * flops / 1e9, 1),
         "mfu_bf16": round(ex_ours * flops / bf16_peak, 4),
         "mfu_fp32": round(ex_ours * flops / fp32_peak, 4),
-    }
+    })
+    if not FLAGS.ours_only:
+        ex_torch_fp32 = torch_peer(model_path, bf16=False)
+        ex_torch_bf16 = torch_peer(model_path, bf16=True)
+        figures.update({
+            "ex_per_s_torch_fp32": round(ex_torch_fp32, 2),
+            "ex_per_s_torch_bf16": round(ex_torch_bf16, 2),
+            "ours_over_torch_fp32": round(ex_ours / ex_torch_fp32, 3),
+            "ours_over_torch_bf16": round(ex_ours / ex_torch_bf16, 3),
+        })
     for key, value in figures.items():
         print(f"{key:>24}: {value}")
     print(json.dumps(figures))

@@ -242,8 +242,8 @@ def test_training_applies_dropout_and_inference_is_deterministic(tiny):
 
 
 def test_gelu_is_computed_with_erf_not_erfc(tiny):
-    # TensorFlow's bfloat16 Erfc kernel is several times slower than Erf: under bf16 mixed precision
-    # tf.nn.gelu's erfc form was an eighth of the training step (README Results).
+    # TensorFlow's bfloat16 Erfc kernel is several times slower than Erf: under bf16 mixed precision tf.nn.gelu's
+    # erfc form slowed the training step (README Results).
     from tensorflow.core.protobuf import saved_model_pb2
 
     saved_model = saved_model_pb2.SavedModel()

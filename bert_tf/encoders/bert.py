@@ -18,14 +18,18 @@ import tensorflow as tf
 
 INPUT_KEYS = ("input_word_ids", "input_mask", "input_type_ids")
 
+# dropout(x, rate): where BERT trains with dropout; inference passes `_no_dropout`.
+Dropout = Callable[[tf.Tensor, float], tf.Tensor]
+
 # google-research/bert adds this to the attention scores of padding tokens; softmax then gives them
 # exactly 0 in float32, the same as Hugging Face's dtype-minimum mask.
 _MASK_BIAS = -10000.0
 
 _ACTIVATIONS = {
     # PyTorch's form of the exact GELU. tf.nn.gelu(approximate=False) computes 0.5·x·erfc(−x/√2), and TensorFlow's
-    # bfloat16 Erfc kernel takes about 6× its float32 time (bfloat16 Erf: the same as float32): under bf16 mixed
-    # precision it was an eighth of the training step.
+    # bfloat16 Erfc kernel is several times slower than its Erf (README Results: the bf16 train step). The price, in
+    # bfloat16 only: below x ≈ −2.5, erf(x/√2) rounds to within a bfloat16 step (2⁻⁸) of −1, so GELU(x) there is
+    # off by up to about |x|·2⁻¹⁰ (0.003 at x = −3), the size of bfloat16's own rounding of unit-scale values.
     "gelu": lambda x: 0.5 * x * (1.0 + tf.math.erf(x * (1.0 / math.sqrt(2.0)))),
     "gelu_new": lambda x: tf.nn.gelu(x, approximate=True),
     "relu": tf.nn.relu,
@@ -152,21 +156,22 @@ class BertEncoder(tf.Module):
         def dropout(x: tf.Tensor, rate: float) -> tf.Tensor:
             return tf.nn.dropout(x, rate=rate, seed=next(seeds)) if rate > 0 else x
 
-        outputs = forward(self.config, self.weights, inputs, dropout if training else None)
+        outputs = forward(self.config, self.weights, inputs, dropout if training else _no_dropout)
         return {**outputs, "default": outputs["pooled_output"]}
 
 
-Dropout = Callable[[tf.Tensor, float], tf.Tensor]
+def _no_dropout(x: tf.Tensor, rate: float) -> tf.Tensor:
+    return x
 
 
 def forward(config: BertConfig, weights: Mapping[str, tf.Variable], inputs: Mapping[str, tf.Tensor],
-            dropout: Dropout | None = None) -> dict[str, Any]:
+            dropout: Dropout = _no_dropout) -> dict[str, Any]:
     """BERT's forward pass over its weights by name: `pooled_output`, `sequence_output`, `encoder_outputs`.
 
-    `dropout(x, rate)` is applied where BERT trains with dropout; None (inference) leaves it out. Activations stay
-    [tokens, hidden] between the layers, so each dense layer is one MatMul and BiasAdd (its gradient one
-    BiasAddGrad), which Grappler's remapper fuses into one kernel (with oneDNN, the GELU too), where `tensordot`
-    on [batch, seq, hidden] runs the MatMul between shape ops and reshapes and adds the bias apart.
+    `dropout(x, rate)` is applied where BERT trains with dropout; the default (inference) leaves it out.
+    Activations stay [tokens, hidden] between the layers, rather than a `tensordot` on [batch, seq, hidden]: each
+    dense layer is then one MatMul and BiasAdd (its gradient one BiasAddGrad), which Grappler's remapper fuses into
+    one kernel (with oneDNN, the GELU too).
     """
     word_ids = inputs["input_word_ids"]
     batch, seq_length = tf.shape(word_ids)[0], tf.shape(word_ids)[1]
@@ -181,7 +186,7 @@ def forward(config: BertConfig, weights: Mapping[str, tf.Variable], inputs: Mapp
         + weights["bert/embeddings/position_embeddings"][tf.newaxis, :seq_length]
     )
     x = tf.reshape(_layer_norm(config, weights, embeddings, "bert/embeddings/LayerNorm"), [-1, config.hidden_size])
-    x = _dropout(dropout, x, config.hidden_dropout_prob)
+    x = dropout(x, config.hidden_dropout_prob)
     mask = tf.cast(inputs["input_mask"], tf.float32)
     attention_bias = (1.0 - mask)[:, tf.newaxis, tf.newaxis, :] * _MASK_BIAS
     encoder_outputs = []
@@ -203,7 +208,7 @@ def inference_outputs(config: BertConfig, weights: Mapping[str, tf.Variable],
 
 def _transformer_layer(config: BertConfig, weights: Mapping[str, tf.Variable], x: tf.Tensor,
                        attention_bias: tf.Tensor, batch_and_length: tuple, prefix: str,
-                       dropout: Dropout | None) -> tf.Tensor:
+                       dropout: Dropout) -> tf.Tensor:
     """One Transformer layer on x of [batch * seq, hidden]."""
     heads = config.num_attention_heads
     head_size = config.hidden_size // heads
@@ -215,18 +220,13 @@ def _transformer_layer(config: BertConfig, weights: Mapping[str, tf.Variable], x
     query, key, value = (split_heads(_dense(weights, x, prefix + "attention/self/" + name))
                          for name in ("query", "key", "value"))
     scores = tf.matmul(query, key, transpose_b=True) * (1.0 / math.sqrt(head_size)) + attention_bias
-    probs = _dropout(dropout, tf.nn.softmax(scores, axis=-1), config.attention_probs_dropout_prob)
+    probs = dropout(tf.nn.softmax(scores, axis=-1), config.attention_probs_dropout_prob)
     context = tf.reshape(tf.transpose(tf.matmul(probs, value), [0, 2, 1, 3]), [-1, config.hidden_size])
-    attention = _dropout(dropout, _dense(weights, context, prefix + "attention/output/dense"),
-                         config.hidden_dropout_prob)
+    attention = dropout(_dense(weights, context, prefix + "attention/output/dense"), config.hidden_dropout_prob)
     x = _layer_norm(config, weights, attention + x, prefix + "attention/output/LayerNorm")
     intermediate = _ACTIVATIONS[config.hidden_act](_dense(weights, x, prefix + "intermediate/dense"))
-    output = _dropout(dropout, _dense(weights, intermediate, prefix + "output/dense"), config.hidden_dropout_prob)
+    output = dropout(_dense(weights, intermediate, prefix + "output/dense"), config.hidden_dropout_prob)
     return _layer_norm(config, weights, output + x, prefix + "output/LayerNorm")
-
-
-def _dropout(dropout: Dropout | None, x: tf.Tensor, rate: float) -> tf.Tensor:
-    return x if dropout is None else dropout(x, rate)
 
 
 def _dense(weights: Mapping[str, tf.Variable], x: tf.Tensor, name: str) -> tf.Tensor:
