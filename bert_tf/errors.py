@@ -70,8 +70,23 @@ class Stopped(Exception):
         self.exit_code = 128 + signal_number
 
 
+# The signals raise_stopped has seen since the wrapper started the command.
+_received: list[int] = []
+
+
 def raise_stopped(signal_number: int, frame) -> None:
+    _received.append(signal_number)
     raise Stopped(f"stopped by {signal.Signals(signal_number).name}", signal_number)
+
+
+def _stop_behind(error: Exception) -> Stopped | None:
+    """The stop that caused `error`, if a signal did. A library may catch the Stopped that the handler raised in
+    its code and raise another error in its place (TensorFlow did, interrupted while tracing a tf.function)."""
+    if isinstance(error, Stopped):
+        return error
+    if _received:
+        return Stopped(f"stopped by {signal.Signals(_received[-1]).name}", _received[-1])
+    return None
 
 
 def exits_cleanly_on_bad_input(main: Callable) -> Callable:
@@ -80,23 +95,25 @@ def exits_cleanly_on_bad_input(main: Callable) -> Callable:
 
     @functools.wraps(main)
     def wrapper(argv):
+        _received.clear()
         signal.signal(signal.SIGTERM, raise_stopped)
         try:
             return main(argv)
-        except InputError as error:
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(EXIT_BAD_INPUT)
-        except OSError as error:
-            if error.errno not in DISK_ERRORS:
-                raise
-            print(f"error: {error.filename or 'a file'}: cannot write it ({error.strerror}); free space or use a "
-                  f"writable location", file=sys.stderr)
-            sys.exit(EXIT_BAD_INPUT)
-        except Stopped as stop:
-            print(stop, file=sys.stderr)
-            sys.exit(stop.exit_code)
         except KeyboardInterrupt:
             print("stopped by Ctrl-C", file=sys.stderr)
             sys.exit(128 + signal.SIGINT)
+        except Exception as error:
+            stop = _stop_behind(error)
+            if stop is not None:
+                print(stop, file=sys.stderr)
+                sys.exit(stop.exit_code)
+            if isinstance(error, InputError):
+                print(f"error: {error}", file=sys.stderr)
+                sys.exit(EXIT_BAD_INPUT)
+            if isinstance(error, OSError) and error.errno in DISK_ERRORS:
+                print(f"error: {error.filename or 'a file'}: cannot write it ({error.strerror}); free space or use "
+                      f"a writable location", file=sys.stderr)
+                sys.exit(EXIT_BAD_INPUT)
+            raise
 
     return wrapper
