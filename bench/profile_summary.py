@@ -5,9 +5,9 @@
 
 Reads the newest `plugins/profile/*/*.xplane.pb` under the logdir (bench/train_step.py --profile_dir, or
 run_classifier --profile_steps, which writes to OUTPUT_DIR/train), converts it with xprof's framework_op_stats
-tool (the numbers TensorBoard's Profile tab shows) and prints each host op type's share of the total op self time (idle excluded),
-and the share of the matrix multiplications (MatMul, BatchMatMul*, _Fused*MatMul*, Einsum). The LAST line is one
-JSON object with those figures.
+tool (the numbers TensorBoard's Profile tab shows) and prints each host op type's share of the total op self time
+(idle excluded), the share of the matrix multiplications (MatMul, BatchMatMul*, _Fused*MatMul*, Einsum) and that of
+the element-wise ops (ELEMENTWISE_TYPES). The LAST line is one JSON object with those figures.
 
 xprof is not a bert_tf dependency (it pulls in Google Cloud client libraries): install it with `pip install xprof`,
 in a separate venv if you prefer; this script needs nothing else.

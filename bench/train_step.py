@@ -10,7 +10,7 @@ measured bf16 matmul rate, and the ratios; the LAST line is one JSON object with
 
 Three of bert_tf's speed-ups can be switched off to measure them: --allocator=malloc (TensorFlow's default CPU
 allocator instead of BFC), --onednn=off (Eigen's kernels instead of oneDNN's; both in bert_tf/__init__.py) and
---optimizer=keras (Keras's AdamW instead of bert_tf's FusedAdamW). --xla compiles our step with XLA.
+--optimizer=keras (Keras's AdamW instead of bert_tf's FusedAdamW). --xla compiles our replica step with XLA.
 
 To compare two versions of the encoder's graph (e.g. a conversion by an older bert_tf, made with BERT_TF_HOME=OLD
 in a checkout of it): --vs_encoder=OLD/encoders/all-MiniLM-L6-v2/encoder times our step on both, alternating.
