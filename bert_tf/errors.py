@@ -74,9 +74,13 @@ class Stopped(Exception):
 _received: list[int] = []
 
 
+def _stopped_by(signal_number: int) -> Stopped:
+    return Stopped(f"stopped by {signal.Signals(signal_number).name}", signal_number)
+
+
 def raise_stopped(signal_number: int, frame) -> None:
     _received.append(signal_number)
-    raise Stopped(f"stopped by {signal.Signals(signal_number).name}", signal_number)
+    raise _stopped_by(signal_number)
 
 
 def _stop_behind(error: Exception) -> Stopped | None:
@@ -85,7 +89,7 @@ def _stop_behind(error: Exception) -> Stopped | None:
     if isinstance(error, Stopped):
         return error
     if _received:
-        return Stopped(f"stopped by {signal.Signals(_received[-1]).name}", _received[-1])
+        return _stopped_by(_received[-1])
     return None
 
 
