@@ -1,12 +1,13 @@
 """One error type for bad user input, and the CLI wrapper that turns it into one line and exit code 2.
 
 The wrapper also makes SIGTERM and Ctrl-C end a command cleanly: one line, no traceback, and its temp files
-removed on the way out (they unwind as the Stopped exception); training stops at a step boundary after a
-checkpoint instead (bert_tf.training).
+removed on the way out (they unwind as the Stopped exception); loops that run TensorFlow hold the stop back to the
+end of a batch (stops_held); training stops at a step boundary after a checkpoint instead (bert_tf.training).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import signal
@@ -72,6 +73,8 @@ class Stopped(Exception):
 
 # The signals raise_stopped has seen since the wrapper started the command.
 _received: list[int] = []
+# How many stops_held blocks are running; while any is, raise_stopped only records.
+_holding = 0
 
 
 def _stopped_by(signal_number: int) -> Stopped:
@@ -80,7 +83,27 @@ def _stopped_by(signal_number: int) -> Stopped:
 
 def raise_stopped(signal_number: int, frame) -> None:
     _received.append(signal_number)
-    raise _stopped_by(signal_number)
+    if not _holding:
+        raise _stopped_by(signal_number)
+
+
+@contextlib.contextmanager
+def stops_held():
+    """Holds a SIGTERM back until the block ends, then raises its Stopped.
+
+    For a block that runs TensorFlow (one batch of a loop): a Python signal handler runs at the next bytecode,
+    which may be inside TensorFlow's C++ (it calls back into Python to flatten a tf.function's arguments), and an
+    exception raised there is printed as a traceback and replaced by another error.
+    """
+    global _holding
+    seen = len(_received)
+    _holding += 1
+    try:
+        yield
+    finally:
+        _holding -= 1
+    if not _holding and len(_received) > seen:
+        raise _stopped_by(_received[-1])
 
 
 def _stop_behind(error: Exception) -> Stopped | None:

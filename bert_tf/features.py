@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from bert_tf.encoders.loading import encoder_info, load_savedmodel
-from bert_tf.errors import InputError
+from bert_tf.errors import InputError, stops_held
 from bert_tf.model import pool
 from bert_tf.progress import Progress
 from bert_tf.tokenization import BertTextTokenizer, load_vocab, pack_inputs
@@ -46,6 +46,7 @@ def extract(texts: list[str], encoder, tokenizer: BertTextTokenizer, pooling: st
     with Progress(len(texts), "texts") as progress:
         for start in range(0, len(texts), batch_size):
             batch = texts[start:start + batch_size]
-            vectors.append(features_of(tf.constant(batch)).numpy())
+            with stops_held():
+                vectors.append(features_of(tf.constant(batch)).numpy())
             progress.update(len(batch))
     return np.concatenate(vectors).astype(np.float32)

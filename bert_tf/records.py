@@ -26,7 +26,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import tensorflow as tf
 
-from bert_tf.errors import InputError
+from bert_tf.errors import InputError, stops_held
 from bert_tf.files import copy_tree, is_remote
 from bert_tf.heads import TaskHead, head_for
 from bert_tf.long_documents import sliding_windows
@@ -188,16 +188,21 @@ def write_records(directory: str, split: str, serialized_batches: Iterable[np.nd
     written = 0
     writer = None
     provisional = []
+    batches = iter(serialized_batches)
     try:
-        for batch in serialized_batches:
-            for record in batch:
-                if written % per_file == 0:
-                    if writer is not None:
-                        writer.close()
-                    provisional.append(os.path.join(directory, f".{SPLIT_FILES[split]}-{len(provisional):05d}"))
-                    writer = tf.io.TFRecordWriter(provisional[-1])
-                writer.write(record)
-                written += 1
+        while True:
+            with stops_held():  # making a batch runs TensorFlow: a SIGTERM waits for the batch's end
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                for record in batch:
+                    if written % per_file == 0:
+                        if writer is not None:
+                            writer.close()
+                        provisional.append(os.path.join(directory, f".{SPLIT_FILES[split]}-{len(provisional):05d}"))
+                        writer = tf.io.TFRecordWriter(provisional[-1])
+                    writer.write(record)
+                    written += 1
     finally:
         if writer is not None:
             writer.close()

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from bert_tf.errors import InputError, exits_cleanly_on_bad_input
+from bert_tf.errors import InputError, exits_cleanly_on_bad_input, stops_held
 
 
 @pytest.fixture(autouse=True)
@@ -72,3 +72,34 @@ def test_a_signal_of_an_earlier_command_in_the_process_does_not_stop_the_next(ca
     assert run_wrapped(stopped) == 143
     with pytest.raises(ValueError, match="a bug"):
         exits_cleanly_on_bad_input(failing)([])
+
+
+def test_sigterm_inside_stops_held_waits_for_the_block_to_end(capsys):
+    finished = []
+
+    def main(argv):
+        for batch in range(3):
+            with stops_held():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.2)  # the handler runs here, and must not raise
+                finished.append(batch)
+
+    assert run_wrapped(main) == 143
+    assert finished == [0]
+    assert capsys.readouterr().err == "stopped by SIGTERM\n"
+
+
+def test_an_error_inside_stops_held_stays_and_holds_nothing_afterwards(capsys):
+    def failing(argv):
+        with stops_held():
+            raise ValueError("a bug")
+
+    def stopped(argv):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+
+    with pytest.raises(ValueError, match="a bug"):
+        exits_cleanly_on_bad_input(failing)([])
+    started = time.monotonic()
+    assert run_wrapped(stopped) == 143
+    assert time.monotonic() - started < 2  # stopped at once, not after the sleep
