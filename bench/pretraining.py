@@ -10,7 +10,7 @@ For each task, on the default encoder (all-MiniLM-L6-v2) at --max_seq_length (12
    the export keeps the encoder's vocab);
 2. `create_pretraining_data` writes masked-LM records from the train texts only (the test texts stay unseen;
    `--dupe_factor`, 1% of the documents held out), and `run_pretraining` trains --pretrain_steps steps on them
-   (batch 32, --pretrain_learning_rate) into an export;
+   (batch 32, --pretrain_learning_rate, the first --freeze_encoder_steps training the head alone) into an export;
 3. per seed, `run_classifier --do_train --do_predict` fine-tunes --epochs epochs at --learning_rate with
    `--pooling=mean` (the default encoder's head; an export would get `pooled` under `auto`) from the default
    encoder (baseline) and from the export (pretrained), and reads `test_accuracy` from test_eval_results.txt.
@@ -43,6 +43,7 @@ flags.DEFINE_list("tasks", list(TASKS), f"Tasks among {', '.join(TASKS)}.")
 flags.DEFINE_list("seeds", ["1", "2", "3"], "Seeds: one fine-tuning run per seed, task and side.")
 flags.DEFINE_integer("pretrain_steps", 1000, "run_pretraining --num_train_steps (batch 32).")
 flags.DEFINE_float("pretrain_learning_rate", 1e-4, "run_pretraining --learning_rate.")
+flags.DEFINE_integer("freeze_encoder_steps", 0, "run_pretraining --freeze_encoder_steps (the head's warm-up).")
 flags.DEFINE_integer("dupe_factor", 5, "create_pretraining_data --dupe_factor (maskings of each train chunk).")
 flags.DEFINE_float("epochs", 1.0, "Fine-tuning epochs (run_classifier --num_train_epochs).")
 flags.DEFINE_float("learning_rate", 1e-4, "Fine-tuning learning rate.")
@@ -75,12 +76,13 @@ def pretrain(task: str, train: str, work: str, figures: dict) -> str:
     figures[f"{task}_wall_s_pretraining"] = round(run_module(
         "run_pretraining", f"--data_dir={records}", f"--output_dir={run}", "--encoder=default",
         f"--num_train_steps={FLAGS.pretrain_steps}", f"--learning_rate={FLAGS.pretrain_learning_rate}",
-        "--overwrite_output_dir", quiet=True), 1)
+        f"--freeze_encoder_steps={FLAGS.freeze_encoder_steps}", "--overwrite_output_dir", quiet=True), 1)
     results = read_results(os.path.join(run, "eval_results.txt"))
     figures[f"{task}_masked_lm_loss_initial"] = round(results["initial_masked_lm_loss"], 4)
     figures[f"{task}_masked_lm_loss_final"] = round(results["masked_lm_loss"], 4)
     figures[f"{task}_masked_lm_accuracy_final"] = round(results["masked_lm_accuracy"], 4)
-    print(f"{task} pretraining: {FLAGS.pretrain_steps} steps, masked_lm_loss {results['initial_masked_lm_loss']:.3f} "
+    print(f"{task} pretraining: {FLAGS.pretrain_steps} steps (the first {FLAGS.freeze_encoder_steps} head only) at "
+          f"lr {FLAGS.pretrain_learning_rate:g}, masked_lm_loss {results['initial_masked_lm_loss']:.3f} "
           f"→ {results['masked_lm_loss']:.3f}, accuracy {results['masked_lm_accuracy']:.3f} "
           f"({figures[f'{task}_wall_s_pretraining']:.0f} s)", flush=True)
     return os.path.join(run, "export")

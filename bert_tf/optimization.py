@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from typing import Iterable
+
 import keras
 import tensorflow as tf
 
@@ -56,19 +58,27 @@ class FusedAdamW(keras.optimizers.AdamW):
     def _apply_weight_decay(self, variables):
         pass  # update_step decays each variable just before its Adam update, as Keras does for all first
 
-    def __init__(self, *args, learning_rate_multipliers: dict[str, float] | None = None, **kwargs):
+    def __init__(self, *args, learning_rate_multipliers: dict[str, float] | None = None,
+                 frozen_variables: Iterable[str] = (), frozen_steps: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         self.learning_rate_multipliers = dict(learning_rate_multipliers or {})  # variable path → factor
+        self.frozen_variables = frozenset(frozen_variables)  # variable paths that keep their values ...
+        self.frozen_steps = int(frozen_steps)  # ... for this many steps
 
     def build(self, var_list):
         super().build(var_list)
         # By index: update_step may get the variable a Keras weight wraps (a restored SavedModel's), pathless.
         self._learning_rate_factors = [self.learning_rate_multipliers.get(v.path, 1.0) for v in var_list]
+        self._frozen = [v.path in self.frozen_variables for v in var_list]
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
         index = self._get_variable_index(variable)
         lr = tf.cast(learning_rate, dtype) * self._learning_rate_factors[index]
+        if self._frozen[index] and self.frozen_steps:
+            # A zero learning rate leaves the variable (and its decay) exactly as it is while the moments follow
+            # its gradients, so it starts with warm moments instead of Adam's bias-corrected first steps.
+            lr *= tf.cast(self.iterations >= self.frozen_steps, dtype)
         if self._use_weight_decay(variable):
             # Decoupled decay, var - var·wd·lr, as one multiply whose result the variable takes over.
             variable.assign(variable * (1 - tf.cast(self.weight_decay, dtype) * lr))
@@ -92,6 +102,8 @@ def create_optimizer(
     gradient_accumulation_steps: int = 1,
     loss_scaling: bool = False,
     learning_rate_multipliers: dict[str, float] | None = None,
+    frozen_variables: Iterable[str] = (),
+    frozen_steps: int = 0,
 ) -> keras.optimizers.Optimizer:
     """AdamW as BERT fine-tunes: β=(0.9, 0.999), ε=1e-6.
 
@@ -104,7 +116,8 @@ def create_optimizer(
     any step whose gradients overflow (halving the scale) and doubles the scale after 2,000 good steps.
 
     `learning_rate_multipliers` (variable path → factor, 1 for the others) scale the learning rate of some
-    variables: layerwise_learning_rates gives them for layer-wise decay.
+    variables: layerwise_learning_rates gives them for layer-wise decay. `frozen_variables` (paths) keep their
+    values for the first `frozen_steps` steps: a fresh head learns before the encoder under it moves.
     """
     optimizer = FusedAdamW(
         learning_rate=WarmupLinearDecay(learning_rate, total_steps, warmup_steps),
@@ -114,6 +127,8 @@ def create_optimizer(
         epsilon=1e-6,
         gradient_accumulation_steps=gradient_accumulation_steps if gradient_accumulation_steps > 1 else None,
         learning_rate_multipliers=learning_rate_multipliers,
+        frozen_variables=frozen_variables,
+        frozen_steps=frozen_steps,
     )
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
     return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scaling else optimizer

@@ -268,7 +268,8 @@ class PretrainingRun:
             batches_per_bucket_window=config.bucket_window,
             hparams={"encoder": config.encoder, "objective": OBJECTIVE, "learning_rate": config.learning_rate,
                      "train_batch_size": config.train_batch_size, "num_train_steps": config.num_train_steps,
-                     "warmup_steps": config.warmup, "max_seq_length": self.metadata.max_seq_length,
+                     "warmup_steps": config.warmup, "freeze_encoder_steps": config.freeze_encoder_steps,
+                     "max_seq_length": self.metadata.max_seq_length,
                      "precision": self.precision, "replicas": self.strategy.num_replicas_in_sync},
         )
 
@@ -287,7 +288,9 @@ class PretrainingRun:
             logging.info("Masked-LM head: %s", "the encoder's pretrained one" if initial else "freshly initialized")
             model = MaskedLMModel(encoder, head, name="masked_lm")
             optimizer = create_optimizer(config.learning_rate, config.num_train_steps, config.warmup,
-                                         config.weight_decay, loss_scaling=self.precision == "fp16")
+                                         config.weight_decay, loss_scaling=self.precision == "fp16",
+                                         frozen_variables=[variable.path for variable in encoder.trainable_variables],
+                                         frozen_steps=config.freeze_encoder_steps)
         return model, optimizer
 
     def close(self) -> None:

@@ -13,7 +13,8 @@ from bert_tf.run_config import BaseRunConfig, check_shared_settings
 
 # What fixes the data order and the step count of a pretraining run: resuming with another value would continue
 # at the old step on another order or schedule. Checked when its --output_dir holds checkpoints.
-TRAINING_KEYS = ("train_batch_size", "num_train_steps", "seed", "bucket_window", "train_records")
+TRAINING_KEYS = ("train_batch_size", "num_train_steps", "seed", "bucket_window", "freeze_encoder_steps",
+                 "train_records")
 
 
 @dataclasses.dataclass
@@ -22,6 +23,7 @@ class PretrainingConfig(BaseRunConfig):
 
     num_train_steps: int | None = None
     warmup_steps: int | None = None  # None: num_train_steps // 10
+    freeze_encoder_steps: int = 0  # the first steps train the masked-LM head alone
 
     @property
     def warmup(self) -> int:
@@ -37,6 +39,9 @@ def check_settings(config: PretrainingConfig) -> None:
     if config.num_train_steps < 1:
         raise InputError(f"{config.num_train_steps} is out of range", flag="num_train_steps",
                          hint="use a positive number of steps")
+    if not 0 <= config.freeze_encoder_steps < config.num_train_steps:
+        raise InputError(f"{config.freeze_encoder_steps} is out of range", flag="freeze_encoder_steps",
+                         hint=f"use 0 (off) to fewer than --num_train_steps ({config.num_train_steps}) steps")
     if not 0 <= config.warmup <= config.num_train_steps:
         raise InputError(f"{config.warmup} is out of range", flag="warmup_steps",
                          hint=f"use 0 to --num_train_steps ({config.num_train_steps}) steps")

@@ -109,3 +109,36 @@ def test_loss_scaling_trains_as_unscaled_and_skips_overflowing_steps():
     assert int(scaling.iterations) == 1
     for got, want in zip(weights, reference_weights):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-7)
+
+
+def adamw_reference(start: np.ndarray, gradients: np.ndarray, learning_rates: list[float], weight_decay: float,
+                    beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-6) -> list[np.ndarray]:
+    """AdamW written out in float64 (decoupled decay, then the bias-corrected Adam step); the weights after each
+    step. The moments follow every gradient, whatever the step's learning rate."""
+    weight, momentum, velocity, history = start.astype(np.float64), 0.0, 0.0, []
+    for step, (gradient, learning_rate) in enumerate(zip(gradients, learning_rates), start=1):
+        weight = weight * (1 - weight_decay * learning_rate)
+        momentum = beta_1 * momentum + (1 - beta_1) * gradient
+        velocity = beta_2 * velocity + (1 - beta_2) * gradient**2
+        corrected = learning_rate * np.sqrt(1 - beta_2**step) / (1 - beta_1**step)
+        weight = weight - corrected * momentum / (np.sqrt(velocity) + epsilon)
+        history.append(weight)
+    return history
+
+
+def test_frozen_variables_keep_their_values_then_train_with_the_moments_of_the_frozen_steps():
+    frozen_start, free_start = np.array([1.0, -2.0], np.float32), np.array([0.5, 3.0], np.float32)
+    frozen, free = keras.Variable(frozen_start, name="frozen"), keras.Variable(free_start, name="free")
+    optimizer = FusedAdamW(learning_rate=1e-2, weight_decay=0.1, epsilon=1e-6, frozen_variables=[frozen.path],
+                           frozen_steps=3)
+    gradients = np.random.default_rng(0).normal(size=(6, 2, 2)).astype(np.float32)
+    frozen_expected = adamw_reference(frozen_start, gradients[:, 0], [0.0] * 3 + [1e-2] * 3, weight_decay=0.1)
+    free_expected = adamw_reference(free_start, gradients[:, 1], [1e-2] * 6, weight_decay=0.1)
+    for step, gradient in enumerate(gradients):
+        optimizer.apply([tf.constant(gradient[0]), tf.constant(gradient[1])], [frozen, free])
+        if step < 3:
+            np.testing.assert_array_equal(frozen.numpy(), frozen_start)  # exactly: no decay, no update
+        else:
+            assert np.abs(frozen.numpy() - frozen_start).max() > 1e-3
+            np.testing.assert_allclose(frozen.numpy(), frozen_expected[step], rtol=1e-5, err_msg=f"step {step + 1}")
+        np.testing.assert_allclose(free.numpy(), free_expected[step], rtol=1e-5, err_msg=f"step {step + 1}")

@@ -139,6 +139,25 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(pretrained, r
     assert abs(results["masked_lm_loss"] - expected["masked_lm_loss"]) < 1e-4
 
 
+def test_freeze_encoder_steps_trains_the_head_alone_then_both(records, tiny_encoder, tmp_path):
+    out = str(tmp_path / "frozen")
+    run_pretraining(records, tiny_encoder, out, "--num_train_steps=6", "--freeze_encoder_steps=4",
+                    "--keep_checkpoint_max=3")
+    source = tf.train.load_checkpoint(os.path.join(tiny_encoder, "encoder", "variables", "variables"))
+    source_values = [value for value in map(source.get_tensor, source.get_variable_to_shape_map())
+                     if isinstance(value, np.ndarray)]
+    weights = {step: read_weights(os.path.join(out, f"model.ckpt-{step}")) for step in (2, 4, 6)}
+    encoder = [name for name in weights[4] if name.startswith("model/encoder/")]
+    head = [name for name in weights[4] if name.startswith("model/head/")]
+    assert encoder and head
+    for name in encoder:  # the source encoder's weights, exactly, through step 4
+        assert any(value.shape == weights[4][name].shape and np.array_equal(value, weights[4][name])
+                   for value in source_values), name
+    assert max_difference({name: weights[2][name] for name in head}, {name: weights[4][name] for name in head}) > 1e-4
+    assert max_difference({name: weights[4][name] for name in encoder},
+                          {name: weights[6][name] for name in encoder}) > 1e-4
+
+
 # Loads the source encoder and the export in a fresh Python (tensorflow + tensorflow_text only), as a user would.
 RELOAD = """
 import json, sys
@@ -224,6 +243,7 @@ def classifier_records(tiny_encoder, tmp_path_factory) -> str:
     (["--data_dir="], "--data_dir: is required"),
     (["--num_train_steps=0"], "--num_train_steps: 0 is out of range"),
     (["--warmup_steps=50"], "--warmup_steps: 50 is out of range"),
+    (["--freeze_encoder_steps=40"], "--freeze_encoder_steps: 40 is out of range"),
     (["--train_batch_size=0"], "--train_batch_size: 0 is out of range"),
     (["--vocab_file=vocab.txt"], "--vocab_file: is not for run_pretraining"),
     (["--num_train_epochs=1"], "Unknown command line flag 'num_train_epochs'"),
