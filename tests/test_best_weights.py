@@ -69,6 +69,7 @@ def test_final_results_come_from_the_best_evaluation(ten_epochs, tiny_records, t
     assert np.abs(last_probabilities - best_probabilities).max() > 1e-4
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_and_a_resumed_run_counts_on(ten_epochs, tiny_records, tiny_encoder, tmp_path):
     _, scores = ten_epochs  # the same training, evaluated at the same steps
     best_step, _ = first_best(scores)

@@ -70,6 +70,7 @@ def test_multilabel_calibration_scores_every_yes_no_decision():
     assert np.allclose(confidence, [[0.9, 0.8], [0.6, 0.7]]) and correct.tolist() == [[True, True], [False, True]]
 
 
+@pytest.mark.slow
 def test_calibrate_feeds_eval_predictions_and_the_export(tiny_records, tiny_encoder, tmp_path):
     out = str(tmp_path / "run")
     run_classifier(tiny_records, tiny_encoder, out, "--do_train", "--do_eval", "--do_predict", "--do_export",

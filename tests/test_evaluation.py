@@ -157,6 +157,7 @@ def emotion_rows(count: int, seed: int) -> list[tuple[str, str]]:
     return rows
 
 
+@pytest.mark.slow
 def test_multilabel_thresholds_tuned_on_dev_serve_with_the_model(tmp_path, tiny_encoder):
     paths = {split: write_csv(str(tmp_path / f"{split}.csv"), emotion_rows(n, seed))
              for split, n, seed in (("train", 64, 1), ("dev", 32, 2), ("test", 12, 3))}

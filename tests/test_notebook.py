@@ -74,6 +74,7 @@ def test_notebook_is_stored_without_outputs():
     assert tagged(nb, "parameters")
 
 
+@pytest.mark.slow
 def test_notebook_runs_headless(tmp_path, monkeypatch):
     from bert_tf.tables import read_bbc_news
 

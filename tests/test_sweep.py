@@ -60,6 +60,7 @@ def swept(tiny_records, tiny_encoder, tmp_path_factory) -> tuple[str, subprocess
     return output_dir, result
 
 
+@pytest.mark.slow
 def test_a_sweep_runs_every_trial_and_exports_the_best(swept):
     import tensorflow as tf
 
