@@ -19,8 +19,9 @@ Tasks: imdb, a class-balanced sample of --imdb_train_docs train and --imdb_test_
 bench/recipes.py draws it), truncated to their first word-pieces; ag_news, train_subset5k.tsv (5,000 rows) scored
 on the official 7,600-row test set (--ag_news_train_rows / --ag_news_test_rows take the first rows, for a quick
 check). Prints each run, then each task's means over seeds, the gain (pretrained − baseline, accuracy points) and
-the wall time of each phase; the LAST line is one JSON object: `<task>_baseline_*`, `<task>_pretrained_*`,
-`<task>_gain`, `<task>_masked_lm_loss_initial/final`, `<task>_wall_s_<phase>` (fine-tuning: mean per seed).
+the wall time of each phase; the LAST line is one JSON object: the settings (`seeds`, `pretrain_steps`, …),
+`<task>_baseline_*`, `<task>_pretrained_*`, `<task>_gain`, `<task>_masked_lm_loss_initial/final`,
+`<task>_wall_s_<phase>` (fine-tuning: mean per seed).
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ def pretrain(task: str, train: str, work: str, figures: dict) -> str:
     figures[f"{task}_masked_lm_loss_initial"] = round(results["initial_masked_lm_loss"], 4)
     figures[f"{task}_masked_lm_loss_final"] = round(results["masked_lm_loss"], 4)
     figures[f"{task}_masked_lm_accuracy_final"] = round(results["masked_lm_accuracy"], 4)
-    print(f"{task} pretraining: {FLAGS.pretrain_steps} steps (the first {FLAGS.freeze_encoder_steps} head only) at "
+    frozen = f" (the first {FLAGS.freeze_encoder_steps} head only)" if FLAGS.freeze_encoder_steps else ""
+    print(f"{task} pretraining: {FLAGS.pretrain_steps} steps{frozen} at "
           f"lr {FLAGS.pretrain_learning_rate:g}, masked_lm_loss {results['initial_masked_lm_loss']:.3f} "
           f"→ {results['masked_lm_loss']:.3f}, accuracy {results['masked_lm_accuracy']:.3f} "
           f"({figures[f'{task}_wall_s_pretraining']:.0f} s)", flush=True)
@@ -103,7 +105,10 @@ def fine_tune(task: str, side: str, encoder: str, records: str, work: str) -> tu
 
 
 def compare(work: str) -> dict:
-    figures = {}
+    figures = {"seeds": [int(seed) for seed in FLAGS.seeds], "pretrain_steps": FLAGS.pretrain_steps,
+               "pretrain_learning_rate": FLAGS.pretrain_learning_rate,
+               "freeze_encoder_steps": FLAGS.freeze_encoder_steps, "epochs": FLAGS.epochs,
+               "learning_rate": FLAGS.learning_rate, "max_seq_length": FLAGS.max_seq_length}
     for task in FLAGS.tasks:
         train, test = tables(task, work)
         records = os.path.join(work, f"{task}_records")

@@ -1,8 +1,9 @@
 """One error type for bad user input, and the CLI wrapper that turns it into one line and exit code 2.
 
 The wrapper also makes SIGTERM and Ctrl-C end a command cleanly: one line, no traceback, and its temp files
-removed on the way out (they unwind as the Stopped exception); loops that run TensorFlow hold the stop back to the
-end of a batch (stops_held); training stops at a step boundary after a checkpoint instead (bert_tf.training).
+removed on the way out (they unwind as the Stopped exception); writing records and extracting features hold a
+SIGTERM back to the end of a batch (stops_held); training stops at a step boundary after a checkpoint instead
+(bert_tf.training).
 """
 
 from __future__ import annotations

@@ -308,6 +308,8 @@ def define_pretraining_flags() -> None:
     flags.DEFINE_integer("num_train_steps", None, "Training steps (batches of --train_batch_size) to run (required).")
     flags.DEFINE_integer("warmup_steps", None, "Steps with a linearly rising learning rate; default a tenth of "
                          "--num_train_steps, rounded down.")
-    flags.DEFINE_integer("freeze_encoder_steps", 0, "The first N steps train only the masked-LM head (the encoder, "
-                         "its word embeddings included, keeps its weights): a fresh head's first, random gradients "
-                         "then do not reach the encoder. The steps cost as much as the others. 0: off.")
+    flags.DEFINE_integer("freeze_encoder_steps", 0, "The first N steps (fewer than --num_train_steps) train only "
+                         "the masked-LM head; the encoder, its word embeddings included, keeps its weights: a fresh "
+                         "head's first, random gradients then do not reach it. The encoder then starts at the "
+                         "schedule's rate of step N+1 (past the warmup, unless --warmup_steps > N). The steps cost "
+                         "as much as the others. 0: off.")

@@ -249,6 +249,7 @@ class PretrainingRun:
                     "max_seq_length": self.metadata.max_seq_length, "data_dir": config.data_dir}
         training = {key: getattr(config, key) for key in TRAINING_KEYS if key != "train_records"}
         training.update(warmup_steps=config.warmup, learning_rate=config.learning_rate,
+                        freeze_encoder_steps=config.freeze_encoder_steps,
                         train_records=fingerprint(config.data_dir, "train"))
         if self.chief and tf.io.gfile.isdir(config.output_dir):
             self.lock.acquire()  # first: a run in progress is the answer, not its settings

@@ -13,8 +13,7 @@ from bert_tf.run_config import BaseRunConfig, check_shared_settings
 
 # What fixes the data order and the step count of a pretraining run: resuming with another value would continue
 # at the old step on another order or schedule. Checked when its --output_dir holds checkpoints.
-TRAINING_KEYS = ("train_batch_size", "num_train_steps", "seed", "bucket_window", "freeze_encoder_steps",
-                 "train_records")
+TRAINING_KEYS = ("train_batch_size", "num_train_steps", "seed", "bucket_window", "train_records")
 
 
 @dataclasses.dataclass
