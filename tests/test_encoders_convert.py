@@ -16,8 +16,9 @@ import tensorflow_hub as hub
 from conftest import assert_one_error_line
 
 from bert_tf.encoders import loading
-from bert_tf.encoders.bert import BertConfig
+from bert_tf.encoders.bert import BertConfig, inference_outputs
 from bert_tf.encoders.convert import convert, detect_source_format, load_hf_bert, load_tf1_checkpoint
+from bert_tf.encoders.hub_layers import HubEncoder
 from bert_tf.encoders.registry import resolve_encoder
 from bert_tf.errors import InputError
 
@@ -402,6 +403,22 @@ def test_minilm_matches_pytorch(default_encoder, minilm_batch):
 
     assert sorted(got) == sorted(want)  # as many layers as PyTorch's model
     assert parity_violations(got, want, mask) == {}
+
+
+def test_the_exports_inference_graph_matches_pytorch(default_encoder, minilm_batch):
+    # bert.inference_outputs (einsum attention, on the SavedModel's weights) is what exports serve; the SavedModel's
+    # own function (transposes) is what trains: both against the same PyTorch outputs.
+    batch, pytorch_outputs = minilm_batch
+    encoder = HubEncoder(default_encoder[1].encoder)
+    inputs = {"input_word_ids": batch["input_ids"], "input_mask": batch["attention_mask"],
+              "input_type_ids": batch["token_type_ids"]}
+    outputs = inference_outputs(BertConfig.from_dict(encoder.bert_config), encoder.named_weights,
+                                {name: tf.constant(value, tf.int32) for name, value in inputs.items()})
+    want = {name: value for name, value in pytorch_outputs().items() if name in outputs}
+    got = {name: outputs[name].numpy() for name in want}
+
+    assert sorted(want) == ["pooled_output", "sequence_output"]
+    assert parity_violations(got, want, batch["attention_mask"]) == {}
 
 
 def swap_layers(model, first: int = 2, second: int = 3) -> None:
