@@ -4,7 +4,8 @@ Runtime, on SST-2 dev sentences.
   .venv/bin/python bench/serving.py                                  # builds a throwaway export first
   .venv/bin/python bench/serving.py --export_dir=runs/sst2/export    # times an existing (single-text) export
   .venv/bin/python bench/serving.py --latency_calls=20 --throughput_repeats=2   # a quick check
-  .venv/bin/python bench/serving.py --notflite --noort --nocompare_model_graph --nocompare_xla  # ours and torch
+  .venv/bin/python bench/serving.py --notflite --noort --nocompare_model_graph --nocompare_xla \\
+      --nocompare_transposes                                           # ours and torch
 
 Ours: without --export_dir, a classifier export is built the way a user builds one, but with little training
 (accuracy does not matter for speed; the TFLite label agreement needs a model whose probabilities are not all
@@ -73,6 +74,12 @@ what `run_classifier --export_xla` writes, timed in turns with ours alike: `late
 `ours_vs_xla_max_abs_dprob`. A padded shape first met in a timed call includes its compilation (a few of the
 one-sentence calls: the median leaves them out; the batch call's shapes compile in its warm-up call).
 
+Transposes (--compare_transposes, on by default, likewise): the same run exported with
+`ServingModel(..., einsum_attention=False)`, the inference graph with its attention computed through transposes
+and matmuls (as training computes it) instead of einsum, timed in turns with ours alike:
+`latency_ms_1_ours_transposes`, `throughput_*_ours_transposes`, `transposes_over_ours_*` (latency HIGHER and
+throughput LOWER: einsum is faster) and `ours_vs_transposes_max_abs_dprob`.
+
 --profile_dir traces ours' (and the model graph's) one-sentence calls for bench/profile_summary.py, which prints
 each op type's share of the op time.
 
@@ -116,6 +123,9 @@ flags.DEFINE_boolean("ort_int8", True, "With --ort, also time the .onnx quantize
                      "quantize_dynamic, the int8 peer of the dynamic-range .tflite.")
 flags.DEFINE_boolean("compare_xla", True, "Also time the run exported with jit_compile=True (its model through "
                      "XLA); needs the bench to build the export.")
+flags.DEFINE_boolean("compare_transposes", True, "Also time the run exported with einsum_attention=False (the "
+                     "inference graph's attention through transposes, as training runs it); needs the bench to "
+                     "build the export.")
 flags.DEFINE_boolean("compare_model_graph", True, "Also time the run exported with inference_graph=False (the "
                      "export before its inference graph); needs the bench to build the export.")
 FLAGS = flags.FLAGS
@@ -278,8 +288,10 @@ def measure_tflite(export_dir: str, work_dir: str, sentences: list[str], ours: t
 
 
 # Other exports of the same run, each timed in turns with ours: the export before its inference graph
-# (--compare_model_graph) and the one whose model runs through XLA (--compare_xla): their ServingModel settings.
-VARIANTS = {"model_graph": {"inference_graph": False}, "xla": {"jit_compile": True}}
+# (--compare_model_graph), the one whose model runs through XLA (--compare_xla) and the one whose attention runs
+# through transposes (--compare_transposes): their ServingModel settings.
+VARIANTS = {"model_graph": {"inference_graph": False}, "xla": {"jit_compile": True},
+            "transposes": {"einsum_attention": False}}
 VARIANT_EXPORT = """
 import json, sys
 from bert_tf.export import ServingModel, save_serving_model
@@ -428,8 +440,9 @@ def measure_ours(work_dir: str, sentences: list[str]) -> tuple[tuple[float, floa
         started = time.perf_counter()
         export_dir = build_export(work_dir)
         build_s = time.perf_counter() - started
-    compared = [name for name, wanted in (("model_graph", FLAGS.compare_model_graph), ("xla", FLAGS.compare_xla))
-                if wanted and FLAGS.export_dir is None]
+    wanted = {"model_graph": FLAGS.compare_model_graph, "xla": FLAGS.compare_xla,
+              "transposes": FLAGS.compare_transposes}
+    compared = [name for name in VARIANTS if wanted[name] and FLAGS.export_dir is None]
     exports = {"ours": export_dir, **{name: export_variant(work_dir, name) for name in compared}}
     import tensorflow as tf
 

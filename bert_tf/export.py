@@ -53,7 +53,8 @@ class ServingModel(tf.Module):
     retraced for inference (bert.inference_outputs, on the model's own weights) instead of the encoder SavedModel's
     restored function, and runs a call that fits in one chunk without the chunk loop. Its outputs equal the
     model's to float32 rounding. False gives the export as it was before (bench/serving.py --compare_model_graph
-    times both).
+    times both). `einsum_attention` (the default) is bert.forward's: False serves the transposes that training runs
+    (bench/serving.py --compare_transposes times both).
 
     `jit_compile` (with the inference graph) runs the model (encoder and head, not the tokenizer) of a call of at
     most CHUNK_SIZE texts through XLA, compiled at the first call of each padded shape (XLA_ROW_BUCKETS × multiples of XLA_LENGTH_MULTIPLE up to
@@ -62,11 +63,12 @@ class ServingModel(tf.Module):
 
     def __init__(self, model: keras.Model, vocab_file: str, do_lower_case: bool, metadata: RecordsMetadata,
                  aggregation: str = "mean", thresholds: np.ndarray | None = None, global_step: int = 0,
-                 temperature: float | None = None, inference_graph: bool = True, jit_compile: bool = False):
+                 temperature: float | None = None, inference_graph: bool = True, jit_compile: bool = False,
+                 einsum_attention: bool = True):
         super().__init__()
         self.model = model
         self._inference_graph = inference_graph
-        self._encode = inference_encoder(model) if inference_graph else None
+        self._encode = inference_encoder(model, einsum_attention) if inference_graph else None
         self._compiled_logits = None
         if jit_compile and self._encode is None:
             logging.warning("--export_xla compiles the inference graph of bert_tf's own encoders only: this export "
@@ -200,7 +202,8 @@ class ServingModel(tf.Module):
         return fn.get_concrete_function(tf.TensorSpec([None], tf.string, name="text"))
 
 
-def inference_encoder(model: keras.Model) -> Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]] | None:
+def inference_encoder(model: keras.Model, einsum_attention: bool = True
+                      ) -> Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]] | None:
     """bert.inference_outputs on the model's encoder weights, for a BertClassifier around a bert_tf conversion;
     None for any other model or encoder (TF Hub's BERTs), which the model's own call then serves."""
     if not isinstance(model, BertClassifier) or not isinstance(model.encoder, HubEncoder):
@@ -212,7 +215,7 @@ def inference_encoder(model: keras.Model) -> Callable[[dict[str, tf.Tensor]], di
     if any(name not in weights for name in weight_shapes(config)):
         return None
     # A partial, not a tracked attribute: the variables already belong to the model, under their own paths.
-    return functools.partial(inference_outputs, config, weights)
+    return functools.partial(inference_outputs, config, weights, einsum_attention=einsum_attention)
 
 
 def checked_batch(strings: tf.Tensor) -> tf.Tensor:

@@ -85,26 +85,27 @@ def test_text_that_is_not_a_1d_batch_is_an_error_not_a_crash(tiny_encoder, tmp_p
 @pytest.mark.parametrize("pooling", ["pooled", "cls", "mean"])
 @pytest.mark.parametrize("count", [1, 5, 2 * export.CHUNK_SIZE + 3], ids=["one", "one_chunk", "chunks"])
 def test_inference_graph_serves_what_the_model_computes(tiny_encoder, pooling, count):
-    # The retraced encoder (export.inference_encoder), with one chunk skipping the loop, against the model's own
-    # call on one padded batch; pairs, so that segment ids other than 0 are read too.
+    # The retraced encoder (export.inference_encoder, its attention by einsum and by transposes), with one chunk
+    # skipping the loop, against the model's own call on one padded batch; pairs, so that segment ids other than 0
+    # are read too.
     rng = np.random.default_rng(1)
     texts = [" ".join(rng.choice(TINY_WORDS, size=int(rng.integers(1, 9)))) for _ in range(2 * count)]
     model = BertClassifier(HubEncoder(os.path.join(tiny_encoder, "encoder")), 3, pooling=pooling)
     model.head.kernel.assign(rng.normal(0, 1, model.head.kernel.shape))  # so the head sees every feature
     metadata = RecordsMetadata(task_type="multiclass", num_labels=3, label_names=["a", "b", "c"], max_seq_length=16,
                                paired=True)
+    settings = {"einsum": {}, "transposes": {"einsum_attention": False}, "model": {"inference_graph": False}}
     served = {}
-    for inference_graph in (True, False):
-        serving = export.ServingModel(model, os.path.join(tiny_encoder, "vocab.txt"), True, metadata,
-                                      inference_graph=inference_graph)
-        assert (serving._encode is not None) == inference_graph
-        served[inference_graph] = serving.signature()(text=tf.constant(texts[:count]),
-                                                      text_b=tf.constant(texts[count:]))["probabilities"].numpy()
+    for name, setting in settings.items():
+        serving = export.ServingModel(model, os.path.join(tiny_encoder, "vocab.txt"), True, metadata, **setting)
+        assert (serving._encode is not None) == (name != "model")
+        served[name] = serving.signature()(text=tf.constant(texts[:count]),
+                                           text_b=tf.constant(texts[count:]))["probabilities"].numpy()
     t = serving._tokenizer
     segments = [t.tokenize(tf.constant(part)) for part in (texts[:count], texts[count:])]
     expected = tf.nn.softmax(model(pack_inputs(segments, 16, t.cls_id, t.sep_id, t.pad_id), training=False)).numpy()
-    np.testing.assert_allclose(served[True], expected, atol=1e-5)
-    np.testing.assert_allclose(served[False], expected, atol=1e-5)
+    for name in settings:
+        np.testing.assert_allclose(served[name], expected, atol=1e-5, err_msg=name)
 
 
 def test_the_inference_graph_is_only_for_bert_tf_encoders():

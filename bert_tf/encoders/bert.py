@@ -201,10 +201,10 @@ def forward(config: BertConfig, weights: Mapping[str, tf.Variable], inputs: Mapp
     return {"pooled_output": pooled, "sequence_output": sequence, "encoder_outputs": encoder_outputs}
 
 
-def inference_outputs(config: BertConfig, weights: Mapping[str, tf.Variable],
-                      inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+def inference_outputs(config: BertConfig, weights: Mapping[str, tf.Variable], inputs: Mapping[str, tf.Tensor],
+                      einsum_attention: bool = True) -> dict[str, tf.Tensor]:
     """`forward` without dropout: `sequence_output` and `pooled_output` (the export's serving graph)."""
-    outputs = forward(config, weights, inputs, einsum_attention=True)
+    outputs = forward(config, weights, inputs, einsum_attention=einsum_attention)
     return {"sequence_output": outputs["sequence_output"], "pooled_output": outputs["pooled_output"]}
 
 
