@@ -170,7 +170,8 @@ def forward(config: BertConfig, weights: Mapping[str, tf.Variable], inputs: Mapp
 
     `dropout(x, rate)` is applied where BERT trains with dropout; the default (inference) leaves it out.
     `einsum_attention` computes the attention products with einsum instead of transposes and matmuls: the same
-    values; it serves small calls faster, while the transposes train faster (README Results: einsum attention).
+    values; it serves small calls faster and large ones slower, and the transposes train faster (README Results:
+    einsum attention).
     Activations stay [tokens, hidden] between the layers, rather than a `tensordot` on [batch, seq, hidden]: each
     dense layer is then one MatMul and BiasAdd (its gradient one BiasAddGrad), which Grappler's remapper fuses into
     one kernel (with oneDNN, the GELU too).
