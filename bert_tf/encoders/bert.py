@@ -218,23 +218,28 @@ def _transformer_layer(config: BertConfig, weights: Mapping[str, tf.Variable], x
     batch, seq_length = batch_and_length
     query, key, value = (tf.reshape(_dense(weights, x, prefix + "attention/self/" + name),
                                     [batch, seq_length, heads, head_size]) for name in ("query", "key", "value"))
-    scale = 1.0 / math.sqrt(head_size)
-    if einsum_attention:
-        scores = tf.einsum("bqhd,bkhd->bhqk", query, key) * scale + attention_bias
-    else:
-        query, key, value = (tf.transpose(t, [0, 2, 1, 3]) for t in (query, key, value))  # [B, heads, T, size]
-        scores = tf.matmul(query, key, transpose_b=True) * scale + attention_bias
-    probs = dropout(tf.nn.softmax(scores, axis=-1), config.attention_probs_dropout_prob)
-    if einsum_attention:
-        context = tf.einsum("bhqk,bkhd->bqhd", probs, value)
-    else:
-        context = tf.transpose(tf.matmul(probs, value), [0, 2, 1, 3])
+    context = _attention(query, key, value, attention_bias, config.attention_probs_dropout_prob, dropout,
+                         einsum_attention)
     context = tf.reshape(context, [-1, config.hidden_size])
     attention = dropout(_dense(weights, context, prefix + "attention/output/dense"), config.hidden_dropout_prob)
     x = _layer_norm(config, weights, attention + x, prefix + "attention/output/LayerNorm")
     intermediate = _ACTIVATIONS[config.hidden_act](_dense(weights, x, prefix + "intermediate/dense"))
     output = dropout(_dense(weights, intermediate, prefix + "output/dense"), config.hidden_dropout_prob)
     return _layer_norm(config, weights, output + x, prefix + "output/LayerNorm")
+
+
+def _attention(query: tf.Tensor, key: tf.Tensor, value: tf.Tensor, attention_bias: tf.Tensor, dropout_rate: float,
+               dropout: Dropout, einsum_attention: bool) -> tf.Tensor:
+    """Scaled dot-product attention of [batch, seq, heads, size] tensors, in that layout."""
+    scale = 1.0 / math.sqrt(query.shape[-1])
+    if einsum_attention:
+        scores = tf.einsum("bqhd,bkhd->bhqk", query, key) * scale + attention_bias
+        probs = dropout(tf.nn.softmax(scores, axis=-1), dropout_rate)
+        return tf.einsum("bhqk,bkhd->bqhd", probs, value)
+    query, key, value = (tf.transpose(t, [0, 2, 1, 3]) for t in (query, key, value))  # [batch, heads, seq, size]
+    scores = tf.matmul(query, key, transpose_b=True) * scale + attention_bias
+    probs = dropout(tf.nn.softmax(scores, axis=-1), dropout_rate)
+    return tf.transpose(tf.matmul(probs, value), [0, 2, 1, 3])
 
 
 def _dense(weights: Mapping[str, tf.Variable], x: tf.Tensor, name: str) -> tf.Tensor:
